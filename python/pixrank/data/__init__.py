@@ -1,0 +1,81 @@
+"""Data loading: the IDX reader, the embedded Fashion-MNIST sample and IDX data-set folders.
+
+* :func:`read_idx` / :func:`write_idx` — the MNIST IDX file format (``pixrank.data.idx``).
+* :data:`SAMPLE_DIR` — the embedded stratified Fashion-MNIST sample (6,000 train + 1,000
+  test images, equal per class, gzipped IDX; see ``sample/README.md``).
+* :func:`load_idx_folder` — the four standard IDX files of a folder as
+  ``((x_train, y_train), (x_test, y_test))``.
+* :func:`resolve_fashion_mnist_dir` — where ``fashion_mnist.load_data()`` reads from.
+
+Image folders and caption files live in ``pixrank.data.images`` / ``pixrank.data.captions``
+(imported on their own; this package does not import them).
+"""
+from __future__ import annotations
+
+import os
+
+from .idx import find_idx_file, read_idx, write_idx
+
+__all__ = ["read_idx", "write_idx", "find_idx_file", "load_idx_folder", "SAMPLE_DIR",
+           "DEFAULT_FASHION_MNIST_DIR", "resolve_fashion_mnist_dir", "IDX_NAMES", "has_idx_files"]
+
+#: the embedded sample's folder (installed with the package)
+SAMPLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample")
+#: where Debian's ``dataset-fashion-mnist`` installs the full data set
+DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+#: the standard file stems (each may also be gzipped: ``<stem>.gz``)
+IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def has_idx_files(folder: str | os.PathLike) -> bool:
+    """True when ``folder`` holds all four standard IDX files (gzipped or not)."""
+    return os.path.isdir(folder) and all(find_idx_file(folder, s) is not None for s in IDX_NAMES)
+
+
+def load_idx_folder(folder: str | os.PathLike):
+    """Read the four standard IDX files of ``folder``.
+
+    Returns:
+        ``((x_train, y_train), (x_test, y_test))``: images uint8 ``(n, 28, 28)`` (whatever
+        size the files declare), labels uint8 ``(n,)``.
+
+    Raises:
+        FileNotFoundError: ``folder`` is missing or lacks one of the files (the message names
+            the file and the accepted spellings).
+        ValueError: a file is not valid IDX (see :func:`read_idx`), or images and labels of a
+            split differ in count.
+    """
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"data folder {folder!r} does not exist")
+    arrays = []
+    for stem in IDX_NAMES:
+        p = find_idx_file(folder, stem)
+        if p is None:
+            raise FileNotFoundError(
+                f"{folder!r} has no {stem} (also tried {stem}.gz); expected the four MNIST-format IDX "
+                f"files {', '.join(IDX_NAMES)} (each optionally gzipped)")
+        arrays.append(read_idx(p, expect_ndim=3 if "images" in stem else 1))
+    xtr, ytr, xte, yte = arrays
+    for split, x, y in (("train", xtr, ytr), ("test", xte, yte)):
+        if len(x) != len(y):
+            raise ValueError(f"{folder!r}: {split} images ({len(x)}) and labels ({len(y)}) differ in count")
+    return (xtr, ytr), (xte, yte)
+
+
+def resolve_fashion_mnist_dir(path: str | os.PathLike | None = None) -> str:
+    """The folder ``fashion_mnist.load_data(path)`` reads: ``path``, else ``$PIXRANK_DATA``,
+    else :data:`DEFAULT_FASHION_MNIST_DIR` when it holds the files, else :data:`SAMPLE_DIR`.
+
+    An explicit ``path`` or ``$PIXRANK_DATA`` is returned as given (errors surface on reading).
+    """
+    if path is not None:
+        return os.fspath(path)
+    env = os.environ.get("PIXRANK_DATA")
+    if env:
+        return env
+    if has_idx_files(DEFAULT_FASHION_MNIST_DIR):
+        return DEFAULT_FASHION_MNIST_DIR
+    return SAMPLE_DIR
+
