@@ -124,7 +124,7 @@ def foreground_mean(images) -> np.ndarray:
 
     Args:
         images: uint8 ``(n, 28, 28)`` (or ``(n, h, w)``/``(n, h, w, 1)``) in 0..255, or float in
-            [0, 1] (scaled by 255).
+            [0, 1] (scaled by 255 and rounded to the nearest 8-bit level).
 
     Returns:
         float64 ``(n,)`` in 0..255: mean of the pixels above :data:`FOREGROUND_THRESHOLD`; 0 for an
@@ -139,7 +139,7 @@ def foreground_mean(images) -> np.ndarray:
     if x.ndim != 3:
         raise ValueError(f"foreground_mean: images must be (n, h, w) or (n, h, w, 1), got shape {x.shape}")
     if x.dtype != np.uint8:
-        x = np.clip(np.asarray(x, dtype=np.float64) * 255.0, 0, 255)
+        x = np.clip(np.rint(np.asarray(x, dtype=np.float64) * 255.0), 0, 255)  # back to 8-bit levels
     x = x.astype(np.float64, copy=False)
     mask = x > FOREGROUND_THRESHOLD
     count = mask.sum(axis=(1, 2))
