@@ -194,10 +194,13 @@ def _out_hw(fn, h, w, kh, kw, sh, sw, pads, what="kernel") -> tuple[int, int]:
     pt, pb, pl, pr = pads
     hp, wp = h + pt + pb, w + pl + pr
     if hp < kh or wp < kw:
-        raise ValueError(
-            f"{fn}: the {what} ({kh}, {kw}) is larger than the padded input "
-            f"(H + pads, W + pads) = ({hp}, {wp})"
-        )
+        if pads == (0, 0, 0, 0):
+            where = f"the input (H, W) = ({h}, {w})"
+        else:
+            where = (
+                f"the padded input (H + {pt} + {pb}, W + {pl} + {pr}) = ({hp}, {wp})"
+            )
+        raise ValueError(f"{fn}: the {what} ({kh}, {kw}) is larger than {where}")
     return (hp - kh) // sh + 1, (wp - kw) // sw + 1
 
 
