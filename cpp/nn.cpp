@@ -1,0 +1,505 @@
+// pixrank kernels: dense-layer backward, softmax family, im2col/col2im, convolution, max pooling,
+// Adam. Shapes: see the legend in kernels.hpp.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "gemm.hpp"
+#include "kernels.hpp"
+#include "runtime.hpp"
+
+namespace pixrank {
+
+namespace {
+thread_local AlignedBuffer tl_cols;   // im2col chunk
+thread_local AlignedBuffer tl_dcols;  // dcols chunk (conv backward)
+thread_local AlignedBuffer tl_grad;   // masked dy
+thread_local AlignedBuffer tl_part;   // per-thread partial sums
+
+// Rows per parallel chunk so that each chunk does some tens of microseconds of work.
+inline int64_t grain_rows(int64_t row_cost) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, row_cost)); }
+
+// g = dy * (y > 0) when relu, else dy itself; (rows, cols). Returns a pointer to g.
+const float* masked_grad(int64_t rows, int64_t cols, const float* dy, const float* y, bool relu) {
+    if (!relu) return dy;
+    const int64_t total = rows * cols;
+    float* g = tl_grad.get(static_cast<size_t>(std::max<int64_t>(total, 1)));
+    parallel_for(total, 65536, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) g[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    });
+    return g;
+}
+
+// db (cols,) = column sums of g (rows, cols), accumulated per thread in double then combined.
+void column_sums(int64_t rows, int64_t cols, const float* g, float* db) {
+    if (cols <= 0) return;
+    const int nt = num_threads();
+    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(nt, rows / 64));
+    std::vector<double> part(static_cast<size_t>(chunks * cols), 0.0);
+    parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
+        for (int64_t c = cb; c < ce; ++c) {
+            double* acc = part.data() + c * cols;
+            const int64_t r0 = rows * c / chunks, r1 = rows * (c + 1) / chunks;
+            for (int64_t r = r0; r < r1; ++r) {
+                const float* row = g + r * cols;
+                for (int64_t j = 0; j < cols; ++j) acc[j] += row[j];
+            }
+        }
+    });
+    for (int64_t j = 0; j < cols; ++j) {
+        double s = 0.0;
+        for (int64_t c = 0; c < chunks; ++c) s += part[static_cast<size_t>(c * cols + j)];
+        db[j] = static_cast<float>(s);
+    }
+}
+}  // namespace
+
+// ---------------------------------------------------------------------------------- dense layers
+
+void linear_backward(int64_t M, int64_t K, int64_t N, const float* x, const float* w, const float* dy,
+                     const float* y, bool relu, float* dx, float* dw, float* db) {
+    if (relu && !y) throw std::invalid_argument("linear_backward: relu=True needs y (the forward output)");
+    const float* g = masked_grad(M, N, dy, y, relu);
+    // dx (M, K) = g (M, N) @ w^T: w is stored (K, N) = op(B)^T, so trans_b.
+    sgemm(M, K, N, g, N, false, w, N, true, dx, K, nullptr, false, false);
+    // dw (K, N) = x^T (K, M) @ g (M, N): x stored (M, K), so trans_a.
+    sgemm(K, N, M, x, K, true, g, N, false, dw, N, nullptr, false, false);
+    if (M == 0) {
+        std::fill(db, db + N, 0.0f);
+        std::fill(dw, dw + K * N, 0.0f);
+    } else {
+        column_sums(M, N, g, db);
+    }
+}
+
+// ------------------------------------------------------------------------------------ row softmax
+
+namespace {
+// Row maximum; NaN if the row has a NaN.
+inline float row_max(const float* x, int64_t C) {
+    float m = -std::numeric_limits<float>::infinity();
+    bool nan = false;
+    for (int64_t j = 0; j < C; ++j) {
+        m = x[j] > m ? x[j] : m;
+        nan |= std::isnan(x[j]);
+    }
+    return nan ? std::numeric_limits<float>::quiet_NaN() : m;
+}
+
+// Writes e[j] = exp(x[j] - m) and returns their sum (double). A row whose maximum is +inf puts all
+// the mass on its +inf entries; a row of only -inf has no finite mass (sum 0).
+inline double row_exp(const float* x, int64_t C, float m, float* e) {
+    double s = 0.0;
+    if (std::isinf(m) && m > 0) {
+        for (int64_t j = 0; j < C; ++j) {
+            e[j] = (std::isinf(x[j]) && x[j] > 0) ? 1.0f : 0.0f;
+            s += e[j];
+        }
+        return s;
+    }
+    if (std::isinf(m)) {  // every entry is -inf: softmax undefined
+        for (int64_t j = 0; j < C; ++j) e[j] = std::numeric_limits<float>::quiet_NaN();
+        return std::numeric_limits<double>::quiet_NaN();
+    }
+    for (int64_t j = 0; j < C; ++j) {
+        e[j] = std::exp(x[j] - m);
+        s += e[j];
+    }
+    return s;
+}
+}  // namespace
+
+void softmax(int64_t N, int64_t C, const float* logits, float* out) {
+    parallel_for(N, grain_rows(C * 8), [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+            const float* x = logits + i * C;
+            float* o = out + i * C;
+            const float m = row_max(x, C);
+            const double s = row_exp(x, C, m, o);
+            const float inv = static_cast<float>(1.0 / s);
+            for (int64_t j = 0; j < C; ++j) o[j] *= inv;
+        }
+    });
+}
+
+void log_softmax(int64_t N, int64_t C, const float* logits, float* out) {
+    parallel_for(N, grain_rows(C * 8), [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+            const float* x = logits + i * C;
+            float* o = out + i * C;
+            const float m = row_max(x, C);
+            if (std::isinf(m) && m > 0) {  // +inf entries -> -log(count), others -inf
+                double cnt = 0;
+                for (int64_t j = 0; j < C; ++j) cnt += (std::isinf(x[j]) && x[j] > 0);
+                for (int64_t j = 0; j < C; ++j)
+                    o[j] = (std::isinf(x[j]) && x[j] > 0) ? static_cast<float>(-std::log(cnt))
+                                                          : -std::numeric_limits<float>::infinity();
+                continue;
+            }
+            double s = 0.0;
+            for (int64_t j = 0; j < C; ++j) s += std::exp(static_cast<double>(x[j]) - m);
+            const double lse = static_cast<double>(m) + std::log(s);
+            for (int64_t j = 0; j < C; ++j) o[j] = static_cast<float>(static_cast<double>(x[j]) - lse);
+        }
+    });
+}
+
+double softmax_cross_entropy(int64_t N, int64_t C, const float* logits, const int64_t* labels, float* dlogits) {
+    for (int64_t i = 0; i < N; ++i)
+        if (labels[i] < 0 || labels[i] >= C)
+            throw std::invalid_argument("softmax_cross_entropy: labels[" + std::to_string(i) + "] = " +
+                                        std::to_string(labels[i]) + " is outside [0, " + std::to_string(C) +
+                                        ") for logits of shape (" + std::to_string(N) + ", " +
+                                        std::to_string(C) + ")");
+    if (N == 0) return 0.0;
+    const double invN = 1.0 / static_cast<double>(N);
+    const int nt = num_threads();
+    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(nt, N / 16));
+    std::vector<double> loss_part(static_cast<size_t>(chunks), 0.0);
+    parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
+        for (int64_t c = cb; c < ce; ++c) {
+            double loss = 0.0;
+            for (int64_t i = N * c / chunks; i < N * (c + 1) / chunks; ++i) {
+                const float* x = logits + i * C;
+                float* d = dlogits + i * C;
+                const int64_t y = labels[i];
+                // One pass per row: max, exp and sum (stored in d), then scale to the gradient.
+                const float m = row_max(x, C);
+                const double s = row_exp(x, C, m, d);
+                double li;
+                if (std::isinf(m) && m > 0)
+                    li = (std::isinf(x[y]) && x[y] > 0) ? std::log(s) : std::numeric_limits<double>::infinity();
+                else
+                    li = static_cast<double>(m) + std::log(s) - static_cast<double>(x[y]);
+                loss += li;
+                const double scale = invN / s;
+                for (int64_t j = 0; j < C; ++j) d[j] = static_cast<float>(d[j] * scale);
+                d[y] -= static_cast<float>(invN);
+            }
+            loss_part[static_cast<size_t>(c)] = loss;
+        }
+    });
+    double total = 0.0;
+    for (double l : loss_part) total += l;
+    return total * invN;
+}
+
+// ---------------------------------------------------------------------------------- convolutions
+
+ConvGeom make_conv_geom(const char* fn, int64_t B, int64_t H, int64_t W, int64_t C, int64_t kh, int64_t kw,
+                        int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+    auto fail = [&](const std::string& what) {
+        throw std::invalid_argument(std::string(fn) + ": " + what + " (input (" + std::to_string(B) + ", " +
+                                    std::to_string(H) + ", " + std::to_string(W) + ", " + std::to_string(C) +
+                                    "), window (" + std::to_string(kh) + ", " + std::to_string(kw) +
+                                    "), stride (" + std::to_string(sh) + ", " + std::to_string(sw) +
+                                    "), padding (" + std::to_string(pt) + ", " + std::to_string(pb) + ", " +
+                                    std::to_string(pl) + ", " + std::to_string(pr) + "))");
+    };
+    constexpr int64_t kLimit = int64_t(1) << 31;
+    if (B < 0 || H < 0 || W < 0 || C < 0) fail("sizes must be >= 0");
+    if (kh < 1 || kw < 1) fail("window sizes must be >= 1");
+    if (sh < 1 || sw < 1) fail("strides must be >= 1");
+    if (pt < 0 || pb < 0 || pl < 0 || pr < 0) fail("paddings must be >= 0");
+    if (H >= kLimit || W >= kLimit || C >= kLimit || kh >= kLimit || kw >= kLimit || sh >= kLimit ||
+        sw >= kLimit || pt >= kLimit || pb >= kLimit || pl >= kLimit || pr >= kLimit)
+        fail("sizes must be < 2^31");
+    if (H + pt + pb < kh || W + pl + pr < kw) fail("window larger than the padded input");
+    ConvGeom g{B, H, W, C, kh, kw, sh, sw, pt, pb, pl, pr, 0, 0, 0, 0};
+    g.OH = (H + pt + pb - kh) / sh + 1;
+    g.OW = (W + pl + pr - kw) / sw + 1;
+    g.KK = checked_mul(checked_mul(kh, kw, fn), C, fn);
+    g.R = checked_mul(checked_mul(B, g.OH, fn), g.OW, fn);
+    checked_mul(g.R, g.KK, fn);
+    checked_mul(checked_mul(checked_mul(B, H, fn), W, fn), C, fn);
+    return g;
+}
+
+namespace {
+// cols rows [r0, r1) (global row index r = (b * OH + oh) * OW + ow) into dst (r1 - r0, KK).
+void im2col_rows(const ConvGeom& g, const float* x, int64_t r0, int64_t r1, float* dst) {
+    const int64_t C = g.C;
+    const size_t crow = sizeof(float) * static_cast<size_t>(C);
+    for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / (g.OH * g.OW);
+        const int64_t rem = r % (g.OH * g.OW);
+        const int64_t oh = rem / g.OW, ow = rem % g.OW;
+        float* out = dst + (r - r0) * g.KK;
+        const float* img = x + b * g.H * g.W * C;
+        for (int64_t i = 0; i < g.kh; ++i) {
+            const int64_t ih = oh * g.sh - g.pt + i;
+            if (ih < 0 || ih >= g.H) {
+                std::memset(out, 0, crow * static_cast<size_t>(g.kw));
+                out += g.kw * C;
+                continue;
+            }
+            const int64_t iw0 = ow * g.sw - g.pl;
+            if (iw0 >= 0 && iw0 + g.kw <= g.W) {  // the whole kernel row is inside: one copy
+                std::memcpy(out, img + (ih * g.W + iw0) * C, crow * static_cast<size_t>(g.kw));
+                out += g.kw * C;
+                continue;
+            }
+            for (int64_t j = 0; j < g.kw; ++j, out += C) {
+                const int64_t iw = iw0 + j;
+                if (iw < 0 || iw >= g.W)
+                    std::memset(out, 0, crow);
+                else
+                    std::memcpy(out, img + (ih * g.W + iw) * C, crow);
+            }
+        }
+    }
+}
+
+// Adjoint of im2col for images [b0, b1): x rows of those images overwritten with the gathered sums of
+// cols (rows of image b0 first). Gathering (rather than scattering) makes each output pixel the
+// work of exactly one iteration, so rows of x can be split between threads without races.
+void col2im_images(const ConvGeom& g, const float* cols, int64_t b0, int64_t b1, float* x, bool parallel) {
+    const int64_t C = g.C;
+    const int64_t rows = (b1 - b0) * g.H;  // (b, ih) pairs
+    auto body = [&](int64_t rb, int64_t re) {
+        for (int64_t q = rb; q < re; ++q) {
+            const int64_t b = b0 + q / g.H, ih = q % g.H;
+            const float* cimg = cols + (b - b0) * g.OH * g.OW * g.KK;
+            float* xrow = x + (b * g.H + ih) * g.W * C;
+            std::memset(xrow, 0, sizeof(float) * static_cast<size_t>(g.W * C));
+            for (int64_t i = 0; i < g.kh; ++i) {
+                const int64_t t = ih + g.pt - i;  // = oh * sh
+                if (t < 0 || t % g.sh != 0) continue;
+                const int64_t oh = t / g.sh;
+                if (oh >= g.OH) continue;
+                for (int64_t ow = 0; ow < g.OW; ++ow) {
+                    const float* crow = cimg + (oh * g.OW + ow) * g.KK + i * g.kw * C;
+                    const int64_t iw0 = ow * g.sw - g.pl;
+                    for (int64_t j = 0; j < g.kw; ++j) {
+                        const int64_t iw = iw0 + j;
+                        if (iw < 0 || iw >= g.W) continue;
+                        float* xp = xrow + iw * C;
+                        const float* cp = crow + j * C;
+                        for (int64_t c = 0; c < C; ++c) xp[c] += cp[c];
+                    }
+                }
+            }
+        }
+    };
+    if (parallel)
+        parallel_for(rows, grain_rows(g.W * g.C * g.kh), body);
+    else
+        body(0, rows);
+}
+
+// Images per chunk so that a chunk's im2col rows take about `bytes` bytes (at least one image).
+int64_t images_per_chunk(const ConvGeom& g, int64_t bytes) {
+    const int64_t per_image = std::max<int64_t>(1, g.OH * g.OW * g.KK * 4);
+    return std::max<int64_t>(1, std::min<int64_t>(g.B, bytes / per_image));
+}
+
+constexpr int64_t kChunkBytes = 512 * 1024;
+}  // namespace
+
+void im2col(const ConvGeom& g, const float* x, float* cols) {
+    parallel_for(g.R, grain_rows(g.KK), [&](int64_t b, int64_t e) { im2col_rows(g, x, b, e, cols + b * g.KK); });
+}
+
+void col2im(const ConvGeom& g, const float* cols, float* x) {
+    if (g.B == 0) return;
+    col2im_images(g, cols, 0, g.B, x, true);
+}
+
+void conv2d(const ConvGeom& g, int64_t F, const float* x, const float* w, const float* bias, bool relu,
+            float* y) {
+    if (g.R == 0 || F == 0) return;
+    const bool pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pb == 0 &&
+                           g.pl == 0 && g.pr == 0;
+    if (pointwise) {  // the input already is the im2col matrix
+        sgemm(g.R, F, g.C, x, g.C, false, w, F, false, y, F, bias, relu, false);
+        return;
+    }
+    const int64_t ipc = images_per_chunk(g, kChunkBytes);
+    const int64_t nchunks = (g.B + ipc - 1) / ipc;
+    const int64_t rows_per_image = g.OH * g.OW;
+    const int nt = num_threads();
+    auto do_chunk = [&](int64_t ch, bool inner_parallel) {
+        const int64_t b0 = ch * ipc, b1 = std::min(g.B, b0 + ipc);
+        const int64_t r0 = b0 * rows_per_image, r1 = b1 * rows_per_image;
+        float* cols = tl_cols.get(static_cast<size_t>(std::max<int64_t>(1, (r1 - r0) * g.KK)));
+        if (inner_parallel)
+            parallel_for(r1 - r0, grain_rows(g.KK),
+                         [&](int64_t b, int64_t e) { im2col_rows(g, x, r0 + b, r0 + e, cols + b * g.KK); });
+        else
+            im2col_rows(g, x, r0, r1, cols);
+        sgemm(r1 - r0, F, g.KK, cols, g.KK, false, w, F, false, y + r0 * F, F, bias, relu, false,
+              inner_parallel ? 0 : 1);
+    };
+    if (nt > 1 && nchunks >= 2 * nt) {
+        parallel_for(nchunks, 1, [&](int64_t cb, int64_t ce) {
+            for (int64_t ch = cb; ch < ce; ++ch) do_chunk(ch, false);
+        });
+    } else {
+        for (int64_t ch = 0; ch < nchunks; ++ch) do_chunk(ch, true);
+    }
+}
+
+void conv2d_backward(const ConvGeom& g, int64_t F, const float* x, const float* w, const float* dy,
+                     const float* y, bool relu, float* dx, float* dw, float* db) {
+    if (relu && !y) throw std::invalid_argument("conv2d_backward: relu=True needs y (the forward output)");
+    const int64_t KK = g.KK;
+    const int64_t xsize = g.B * g.H * g.W * g.C;
+    if (g.R == 0 || F == 0) {
+        std::fill(dx, dx + xsize, 0.0f);
+        std::fill(dw, dw + KK * F, 0.0f);
+        std::fill(db, db + F, 0.0f);
+        return;
+    }
+    const float* gd = masked_grad(g.R, F, dy, y, relu);  // (R, F)
+    column_sums(g.R, F, gd, db);
+
+    const int64_t ipc = images_per_chunk(g, kChunkBytes);
+    const int64_t nchunks = (g.B + ipc - 1) / ipc;
+    const int64_t rows_per_image = g.OH * g.OW;
+    const int nt = num_threads();
+    const bool outer = nt > 1 && nchunks >= 2 * nt;
+    const int64_t nparts = outer ? nt : 1;
+    // Per-thread partial dw (KK, F), summed at the end (deterministic for a given thread count).
+    float* part = nparts > 1 ? tl_part.get(static_cast<size_t>(nparts * KK * F)) : dw;
+    std::vector<char> touched(static_cast<size_t>(nparts), 0);
+
+    auto do_chunk = [&](int64_t ch, int64_t slot, bool inner_parallel) {
+        const int64_t b0 = ch * ipc, b1 = std::min(g.B, b0 + ipc);
+        const int64_t r0 = b0 * rows_per_image, r1 = b1 * rows_per_image, rows = r1 - r0;
+        const int thr = inner_parallel ? 0 : 1;
+        float* cols = tl_cols.get(static_cast<size_t>(std::max<int64_t>(1, rows * KK)));
+        if (inner_parallel)
+            parallel_for(rows, grain_rows(KK),
+                         [&](int64_t b, int64_t e) { im2col_rows(g, x, r0 + b, r0 + e, cols + b * KK); });
+        else
+            im2col_rows(g, x, r0, r1, cols);
+        float* dwp = part + slot * KK * F;
+        // dw (KK, F) += cols^T (KK, rows) @ g (rows, F)
+        sgemm(KK, F, rows, cols, KK, true, gd + r0 * F, F, false, dwp, F, nullptr, false,
+              touched[static_cast<size_t>(slot)] != 0, thr);
+        touched[static_cast<size_t>(slot)] = 1;
+        // dcols (rows, KK) = g (rows, F) @ w^T (w stored (KK, F))
+        float* dcols = tl_dcols.get(static_cast<size_t>(std::max<int64_t>(1, rows * KK)));
+        sgemm(rows, KK, F, gd + r0 * F, F, false, w, F, true, dcols, KK, nullptr, false, false, thr);
+        col2im_images(g, dcols, b0, b1, dx, inner_parallel);
+    };
+    if (outer) {
+        ExceptionCarrier carrier;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(static_cast<int>(nparts))
+#endif
+        {
+            const int64_t t = thread_id();
+#ifdef _OPENMP
+            const int64_t team = omp_get_num_threads();
+#else
+            const int64_t team = 1;
+#endif
+            carrier.run([&] {
+                for (int64_t ch = nchunks * t / team; ch < nchunks * (t + 1) / team; ++ch) do_chunk(ch, t, false);
+            });
+        }
+        carrier.rethrow();
+        // Reduce partials into dw (slots never touched stay out of the sum).
+        parallel_for(KK * F, 4096, [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; ++i) {
+                float s = 0.0f;
+                for (int64_t t = 0; t < nparts; ++t)
+                    if (touched[static_cast<size_t>(t)]) s += part[t * KK * F + i];
+                dw[i] = s;
+            }
+        });
+    } else {
+        for (int64_t ch = 0; ch < nchunks; ++ch) do_chunk(ch, 0, true);
+    }
+}
+
+// ---------------------------------------------------------------------------------------- pooling
+
+void max_pool2d(const ConvGeom& g, const float* x, float* y, int64_t* argmax) {
+    const int64_t C = g.C;
+    parallel_for(g.B * g.OH, grain_rows(g.OW * C * g.kh * g.kw), [&](int64_t rb, int64_t re) {
+        for (int64_t q = rb; q < re; ++q) {
+            const int64_t b = q / g.OH, oh = q % g.OH;
+            const int64_t base = b * g.H * g.W * C;
+            for (int64_t ow = 0; ow < g.OW; ++ow) {
+                float* yo = y + (q * g.OW + ow) * C;
+                int64_t* ao = argmax + (q * g.OW + ow) * C;
+                const int64_t ih0 = oh * g.sh, iw0 = ow * g.sw;
+                const int64_t first = base + (ih0 * g.W + iw0) * C;
+                for (int64_t c = 0; c < C; ++c) {
+                    yo[c] = x[first + c];
+                    ao[c] = first + c;
+                }
+                for (int64_t i = 0; i < g.kh; ++i) {
+                    for (int64_t j = (i == 0 ? 1 : 0); j < g.kw; ++j) {
+                        const int64_t off = base + ((ih0 + i) * g.W + iw0 + j) * C;
+                        const float* xp = x + off;
+                        for (int64_t c = 0; c < C; ++c) {
+                            const float v = xp[c];
+                            // Strictly greater keeps the first maximum; a NaN, once seen, stays.
+                            const bool take = v > yo[c] || (std::isnan(v) && !std::isnan(yo[c]));
+                            yo[c] = take ? v : yo[c];
+                            ao[c] = take ? off + c : ao[c];
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+void max_pool2d_backward(const ConvGeom& g, const float* dy, const int64_t* argmax, float* dx) {
+    const int64_t img = g.H * g.W * g.C;
+    const int64_t per_out = g.OH * g.OW * g.C;
+    // One image per task: each image's argmax must point into that image, so tasks never collide.
+    parallel_for(g.B, 1, [&](int64_t bb, int64_t be) {
+        for (int64_t b = bb; b < be; ++b) {
+            float* dimg = dx + b * img;
+            std::memset(dimg, 0, sizeof(float) * static_cast<size_t>(img));
+            const int64_t lo = b * img, hi = lo + img;
+            const int64_t* a = argmax + b * per_out;
+            const float* d = dy + b * per_out;
+            for (int64_t t = 0; t < per_out; ++t) {
+                const int64_t idx = a[t];
+                if (idx < lo || idx >= hi)
+                    throw std::invalid_argument(
+                        "max_pool2d_backward: argmax[" + std::to_string(b * per_out + t) + "] = " +
+                        std::to_string(idx) + " does not index image " + std::to_string(b) + " of x (B, H, W, C) = (" +
+                        std::to_string(g.B) + ", " + std::to_string(g.H) + ", " + std::to_string(g.W) + ", " +
+                        std::to_string(g.C) + "): expected a value in [" + std::to_string(lo) + ", " +
+                        std::to_string(hi) + ")");
+                dx[idx] += d[t];
+            }
+        }
+    });
+}
+
+// ------------------------------------------------------------------------------------------- adam
+
+void adam_update(int64_t size, float* param, const float* grad, float* m, float* v, double lr, double beta1,
+                 double beta2, double eps, double weight_decay, int64_t t) {
+    if (t < 1) throw std::invalid_argument("adam_update: t must be >= 1, got " + std::to_string(t));
+    const double bc1 = 1.0 - std::pow(beta1, static_cast<double>(t));
+    const double bc2 = 1.0 - std::pow(beta2, static_cast<double>(t));
+    const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2);
+    const float step = static_cast<float>(lr / bc1);
+    const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+    const float fe = static_cast<float>(eps), wd = static_cast<float>(lr * weight_decay);
+    parallel_for(size, 16384, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+            const float gi = grad[i];
+            const float mi = b1 * m[i] + (1.0f - b1) * gi;
+            const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+            m[i] = mi;
+            v[i] = vi;
+            param[i] -= step * mi / (std::sqrt(vi) * inv_sqrt_bc2 + fe) + wd * param[i];
+        }
+    });
+}
+
+}  // namespace pixrank

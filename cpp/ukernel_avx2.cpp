@@ -1,0 +1,123 @@
+// pixrank kernels: the AVX2 + FMA SGEMM micro-kernel, a 6 x 16 register tile (12 ymm accumulators,
+// two B loads and six A broadcasts per k step). This file alone is compiled with -mavx2 -mfma; it is
+// only called after CPUID reported AVX2 and FMA (runtime.cpp).
+//
+// Shapes: Ap KC x 6 packed, Bp KC x 16 packed, C 6 x 16 tile (row stride ldc); see ukernel.hpp.
+#include <immintrin.h>
+
+#include "ukernel.hpp"
+
+namespace pixrank {
+namespace avx2 {
+namespace {
+
+constexpr int MR = 6;
+constexpr int NR = 16;
+
+void kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict C,
+            int64_t ldc, int mr, int nr, int flags, const float* __restrict bias) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+    const float* a = Ap;
+    const float* b = Bp;
+#define PIXRANK_AVX2_STEP(off_a, off_b)                                      \
+    {                                                                         \
+        const __m256 b0 = _mm256_load_ps(b + (off_b));                       \
+        const __m256 b1 = _mm256_load_ps(b + (off_b) + 8);                    \
+        __m256 av = _mm256_broadcast_ss(a + (off_a) + 0);                     \
+        c00 = _mm256_fmadd_ps(av, b0, c00);                                   \
+        c01 = _mm256_fmadd_ps(av, b1, c01);                                   \
+        av = _mm256_broadcast_ss(a + (off_a) + 1);                            \
+        c10 = _mm256_fmadd_ps(av, b0, c10);                                   \
+        c11 = _mm256_fmadd_ps(av, b1, c11);                                   \
+        av = _mm256_broadcast_ss(a + (off_a) + 2);                            \
+        c20 = _mm256_fmadd_ps(av, b0, c20);                                   \
+        c21 = _mm256_fmadd_ps(av, b1, c21);                                   \
+        av = _mm256_broadcast_ss(a + (off_a) + 3);                            \
+        c30 = _mm256_fmadd_ps(av, b0, c30);                                   \
+        c31 = _mm256_fmadd_ps(av, b1, c31);                                   \
+        av = _mm256_broadcast_ss(a + (off_a) + 4);                            \
+        c40 = _mm256_fmadd_ps(av, b0, c40);                                   \
+        c41 = _mm256_fmadd_ps(av, b1, c41);                                   \
+        av = _mm256_broadcast_ss(a + (off_a) + 5);                            \
+        c50 = _mm256_fmadd_ps(av, b0, c50);                                   \
+        c51 = _mm256_fmadd_ps(av, b1, c51);                                   \
+    }
+    int64_t p = 0;
+    for (; p + 4 <= kc; p += 4) {
+        _mm_prefetch(reinterpret_cast<const char*>(b + 256), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(a + 96), _MM_HINT_T0);
+        PIXRANK_AVX2_STEP(0, 0)
+        PIXRANK_AVX2_STEP(6, 16)
+        PIXRANK_AVX2_STEP(12, 32)
+        PIXRANK_AVX2_STEP(18, 48)
+        a += 4 * MR;
+        b += 4 * NR;
+    }
+    for (; p < kc; ++p) {
+        PIXRANK_AVX2_STEP(0, 0)
+        a += MR;
+        b += NR;
+    }
+#undef PIXRANK_AVX2_STEP
+
+    __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    const __m256 zero = _mm256_setzero_ps();
+    if (mr == MR && nr == NR) {
+        __m256 bias0 = zero, bias1 = zero;
+        if (bias) {
+            bias0 = _mm256_loadu_ps(bias);
+            bias1 = _mm256_loadu_ps(bias + 8);
+        }
+        for (int r = 0; r < MR; ++r) {
+            float* cr = C + r * ldc;
+            __m256 v0 = acc[r][0], v1 = acc[r][1];
+            if (flags & kAccumulate) {
+                v0 = _mm256_add_ps(_mm256_loadu_ps(cr), v0);
+                v1 = _mm256_add_ps(_mm256_loadu_ps(cr + 8), v1);
+            }
+            if (bias) {
+                v0 = _mm256_add_ps(v0, bias0);
+                v1 = _mm256_add_ps(v1, bias1);
+            }
+            if (flags & kRelu) {  // max(0, v) returns v when v is NaN, as np.maximum does
+                v0 = _mm256_max_ps(zero, v0);
+                v1 = _mm256_max_ps(zero, v1);
+            }
+            _mm256_storeu_ps(cr, v0);
+            _mm256_storeu_ps(cr + 8, v1);
+        }
+        return;
+    }
+    alignas(32) float tile[MR * NR];
+    for (int r = 0; r < MR; ++r) {
+        _mm256_store_ps(tile + r * NR, acc[r][0]);
+        _mm256_store_ps(tile + r * NR + 8, acc[r][1]);
+    }
+    for (int r = 0; r < mr; ++r) {
+        float* cr = C + r * ldc;
+        for (int c = 0; c < nr; ++c) {
+            float v = tile[r * NR + c];
+            if (flags & kAccumulate) v = cr[c] + v;
+            if (bias) v += bias[c];
+            if ((flags & kRelu) && v < 0.0f) v = 0.0f;
+            cr[c] = v;
+        }
+    }
+}
+
+}  // namespace
+
+const UKernel& ukernel() {
+    // Blocking for 32-48 KiB L1d / 512 KiB-1 MiB L2 (Zen 3/4/5, Haswell+): A block 144 x 256 floats
+    // (144 KiB) stays in L2, a B micro-panel 256 x 16 floats (16 KiB) in L1, the B block in L3.
+    static const UKernel k{"avx2", MR, NR, /*mc=*/144, /*kc=*/256, /*nc=*/4080, &kernel};
+    return k;
+}
+
+}  // namespace avx2
+}  // namespace pixrank

@@ -1,0 +1,44 @@
+// pixrank kernels: the portable SGEMM micro-kernel (plain loops, auto-vectorised by the compiler
+// for whatever baseline the build targets: SSE2 on x86-64, NEON on aarch64). Compiled without any
+// ISA flags; it is also the fallback on CPUs without AVX2/FMA.
+//
+// Shapes: Ap KC x MR packed, Bp KC x NR packed, C MR x NR tile (row stride ldc); see ukernel.hpp.
+#include "ukernel.hpp"
+
+namespace pixrank {
+namespace generic {
+namespace {
+
+constexpr int MR = 4;
+constexpr int NR = 8;
+
+void kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict C,
+            int64_t ldc, int mr, int nr, int flags, const float* __restrict bias) {
+    float acc[MR][NR] = {};
+    for (int64_t p = 0; p < kc; ++p) {
+        const float* a = Ap + p * MR;
+        const float* b = Bp + p * NR;
+        for (int r = 0; r < MR; ++r)
+            for (int c = 0; c < NR; ++c) acc[r][c] += a[r] * b[c];
+    }
+    for (int r = 0; r < mr; ++r) {
+        float* cr = C + r * ldc;
+        for (int c = 0; c < nr; ++c) {
+            float v = acc[r][c];
+            if (flags & kAccumulate) v = cr[c] + v;
+            if (bias) v += bias[c];
+            if ((flags & kRelu) && v < 0.0f) v = 0.0f;  // NaN propagates, as np.maximum does
+            cr[c] = v;
+        }
+    }
+}
+
+}  // namespace
+
+const UKernel& ukernel() {
+    static const UKernel k{"generic", MR, NR, /*mc=*/128, /*kc=*/256, /*nc=*/4096, &kernel};
+    return k;
+}
+
+}  // namespace generic
+}  // namespace pixrank
