@@ -7,13 +7,15 @@
 - ``simd_path``: runs the test once per SIMD path the compiled module reports as
   available on this CPU (``pixrank._kernels.available_simd()``), restoring the default.
 - Hypothesis: the ``pixrank`` profile (modest ``max_examples``, no deadline, derandomised
-  so every run draws the same examples, and no example database, so nothing is written to
-  the working directory). ``HYPOTHESIS_PROFILE=thorough`` draws more examples.
+  so every run draws the same examples, no example database, and its other files kept in
+  the temporary directory: nothing is written to the working directory).
+  ``HYPOTHESIS_PROFILE=thorough`` draws more examples.
 - ``@pytest.mark.slow`` tests are skipped unless ``PIXRANK_SLOW=1``.
 """
 from __future__ import annotations
 
 import os
+import tempfile
 import zlib
 
 import numpy as np
@@ -25,6 +27,14 @@ except ImportError:  # pragma: no cover - hypothesis is in the test extra
     settings = None
 
 if settings is not None:
+    # Hypothesis keeps its files (failing-example patches) under ./.hypothesis by default:
+    # send them to the temporary directory instead, never into the working directory.
+    if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+        from hypothesis import configuration as _hypothesis_configuration
+
+        _hypothesis_configuration.set_hypothesis_home_dir(
+            os.path.join(tempfile.gettempdir(), "pixrank-hypothesis")
+        )
     settings.register_profile(
         "pixrank", max_examples=40, deadline=None, derandomize=True, database=None
     )

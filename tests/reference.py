@@ -26,9 +26,28 @@ EPS32 = float(np.finfo(np.float32).eps)
 # --------------------------------------------------------------------------------------
 
 
+_ROUND_TO_F32 = [True]
+
+
 def f32in(x) -> np.ndarray:
-    """The float64 values the kernel actually sees: ``x`` rounded to float32."""
-    return np.asarray(x, dtype=np.float32).astype(np.float64)
+    """The float64 values the kernel actually sees: ``x`` rounded to float32.
+
+    Inside ``with exact_inputs():`` the rounding is skipped (finite differences perturb
+    inputs by far less than a float32 ulp).
+    """
+    if _ROUND_TO_F32[0]:
+        return np.asarray(x, dtype=np.float32).astype(np.float64)
+    return np.asarray(x, dtype=np.float64)
+
+
+@contextlib.contextmanager
+def exact_inputs():
+    """Make the oracles compute on their float64 inputs as given (no float32 rounding)."""
+    _ROUND_TO_F32[0] = False
+    try:
+        yield
+    finally:
+        _ROUND_TO_F32[0] = True
 
 
 def assert_close(actual, expected, rtol, atol=0.0, *, what: str = "") -> None:
@@ -80,9 +99,15 @@ def gemm_atol(abs_a: np.ndarray, abs_b: np.ndarray, k: int, extra=0.0) -> np.nda
 def numerical_grad(f, x: np.ndarray, eps: float = 1e-6, indices=None) -> np.ndarray:
     """Central differences ``(f(x + eps e_i) - f(x - eps e_i)) / (2 eps)`` in float64.
 
-    ``f`` maps a float64 array shaped like ``x`` to a scalar. With ``indices`` (flat
-    positions), only those entries are computed (the rest stay NaN).
+    ``f`` maps a float64 array shaped like ``x`` to a scalar; it runs inside
+    ``exact_inputs()`` so the oracles do not round the perturbed inputs to float32. With
+    ``indices`` (flat positions), only those entries are computed (the rest stay NaN).
     """
+    with exact_inputs():
+        return _numerical_grad(f, x, eps, indices)
+
+
+def _numerical_grad(f, x, eps, indices):
     x = np.array(x, dtype=np.float64)
     g = np.full(x.shape, np.nan)
     flat = x.reshape(-1)
@@ -345,3 +370,36 @@ def cosine_topk_ref(queries, database, k):
         order = np.lexsort((np.arange(n), -s[r]))  # primary: -score; secondary: index
         idx[r] = order[:kk]
     return idx, np.take_along_axis(s, idx, axis=1) if qn else np.zeros((0, kk))
+
+
+def check_topk(idx, scores, queries, database, k):
+    """Validate a top-k answer against the float64 scores, allowing float32 near-ties.
+
+    Exact order is only required between entries whose float64 scores differ by more than
+    the float32 error bound; equal returned scores must come in increasing index order.
+    """
+    q = np.asarray(queries)
+    db = np.asarray(database)
+    nq, n, d = q.shape[0], db.shape[0], q.shape[1]
+    kk = min(k, n)
+    assert idx.shape == (nq, kk) and scores.shape == (nq, kk)
+    assert idx.dtype == np.int64 and scores.dtype == np.float32
+    if nq == 0 or kk == 0:
+        return
+    s = cosine_scores_ref(q, db)
+    tol = (d + 16) * EPS32
+    assert ((idx >= 0) & (idx < n)).all()
+    for r in range(nq):
+        assert len(set(idx[r].tolist())) == kk, f"duplicate indices in row {r}: {idx[r]}"
+    assert not np.isnan(scores).any()
+    assert_close(scores, np.take_along_axis(s, idx, axis=1), 0.0, tol, what="scores")
+    assert (np.diff(scores, axis=1) <= 0).all(), "scores not descending"
+    tie = np.diff(scores, axis=1) == 0
+    assert (np.diff(idx, axis=1)[tie] > 0).all(), "equal scores not in increasing index order"
+    kth = np.sort(s, axis=1)[:, ::-1][:, kk - 1]
+    got = np.take_along_axis(s, idx, axis=1)
+    assert (got >= kth[:, None] - 2 * tol).all(), "a returned row scores below the k-th best"
+    mask = np.ones_like(s, dtype=bool)
+    np.put_along_axis(mask, idx, False, axis=1)
+    worst_kept = got.min(axis=1, keepdims=True)
+    assert (np.where(mask, s, -np.inf) <= worst_kept + 2 * tol).all(), "a better row was left out"

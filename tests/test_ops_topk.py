@@ -5,40 +5,7 @@ import numpy as np
 import pytest
 
 from pixrank import ops
-from reference import EPS32, assert_close, cosine_scores_ref, cosine_topk_ref
-
-
-def check_topk(idx, scores, queries, database, k):
-    """Validate a top-k answer against the float64 scores, allowing float32 near-ties.
-
-    Exact order is only required between entries whose float64 scores differ by more than
-    the float32 error bound; equal returned scores must come in increasing index order.
-    """
-    q = np.asarray(queries)
-    db = np.asarray(database)
-    nq, n, d = q.shape[0], db.shape[0], q.shape[1]
-    kk = min(k, n)
-    assert idx.shape == (nq, kk) and scores.shape == (nq, kk)
-    assert idx.dtype == np.int64 and scores.dtype == np.float32
-    if nq == 0 or kk == 0:
-        return
-    s = cosine_scores_ref(q, db)
-    tol = (d + 16) * EPS32
-    assert ((idx >= 0) & (idx < n)).all()
-    for r in range(nq):
-        assert len(set(idx[r].tolist())) == kk, f"duplicate indices in row {r}: {idx[r]}"
-    assert not np.isnan(scores).any()
-    assert_close(scores, np.take_along_axis(s, idx, axis=1), 0.0, tol, what="scores")
-    assert (np.diff(scores, axis=1) <= 0).all(), "scores not descending"
-    tie = np.diff(scores, axis=1) == 0
-    assert (np.diff(idx, axis=1)[tie] > 0).all(), "equal scores not in increasing index order"
-    kth = np.sort(s, axis=1)[:, ::-1][:, kk - 1]
-    got = np.take_along_axis(s, idx, axis=1)
-    assert (got >= kth[:, None] - 2 * tol).all(), "a returned row scores below the k-th best"
-    mask = np.ones_like(s, dtype=bool)
-    np.put_along_axis(mask, idx, False, axis=1)
-    worst_kept = got.min(axis=1, keepdims=True)
-    assert (np.where(mask, s, -np.inf) <= worst_kept + 2 * tol).all(), "a better row was left out"
+from reference import EPS32, assert_close, check_topk, cosine_topk_ref
 
 
 # (Q, n, d, k): 1s, primes, k == n, k > n, n past any block of rows
