@@ -1,0 +1,261 @@
+"""Saving and loading models in one file (``.pxr``).
+
+File format (version 1): a zip archive holding
+
+* ``pixrank.json`` — the header: ``{"format": "pixrank-model", "format_version": 1,
+  "kind": "model" | "weights", "pixrank_version", "model": {"module", "class_name",
+  "config"}, "build": the recorded first-call input spec, "weights": [{"name", "shape",
+  "dtype"}], "compile": {"optimizer", "loss", "metrics"} or null}``;
+* ``weights.npz`` — the weights ``w0000``, ``w0001``... in the order of ``model.weights``
+  (trainable and non-trainable, e.g. BatchNormalization's moving statistics).
+
+The file is written to a temporary name in the target folder and renamed into place, so a
+crash never leaves a half-written model. Optimizer state is not saved (a loaded model is
+compiled with a fresh optimizer of the saved configuration).
+
+Architecture: a :class:`~pixrank.nn.Sequential` saves its layers' configs; a subclassed
+:class:`~pixrank.nn.Model` saves its class (module + qualified name; every Layer subclass
+is registered automatically) and its ``get_config()`` (by default the constructor
+arguments it was created with, which must be JSON values). Loading re-creates the model
+with ``from_config``, builds it by calling it once on zeros shaped like the inputs of its
+first call (recorded), and sets the weights.
+"""
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from . import layers as layers_mod
+
+__all__ = ["save_model", "load_model", "save_weights", "load_weights", "serialize_layer",
+           "deserialize_layer", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "pixrank-model"
+FORMAT_VERSION = 1
+_HEADER = "pixrank.json"
+_WEIGHTS = "weights.npz"
+
+
+def serialize_layer(layer) -> dict:
+    """``{"module", "class_name", "config"}`` for a layer or model.
+
+    Raises:
+        TypeError: the config holds values that are not JSON (define get_config/from_config).
+    """
+    cls = type(layer)
+    try:
+        cfg = layer.get_config()
+        json.dumps(cfg)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"cannot save {cls.__name__} {getattr(layer, 'name', '')!r}: its config is not JSON "
+                        f"({exc}); define get_config() returning JSON values and from_config()") from None
+    return {"module": cls.__module__, "class_name": cls.__qualname__, "config": cfg}
+
+
+def _find_class(module: str, qualname: str, custom_objects=None):
+    if custom_objects:
+        for key in (qualname, qualname.rsplit(".", 1)[-1]):
+            if key in custom_objects:
+                return custom_objects[key]
+    cls = layers_mod.get_registered(f"{module}.{qualname}")
+    if cls is None and module not in ("__main__", "builtins"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+        cls = layers_mod.get_registered(f"{module}.{qualname}")
+    if cls is None:
+        raise ValueError(f"unknown layer/model class {module}.{qualname}: import or define it before "
+                         f"load_model, or pass custom_objects={{'{qualname}': {qualname}}}")
+    return cls
+
+
+def deserialize_layer(d: dict, custom_objects=None):
+    """Re-create a layer/model from :func:`serialize_layer` output."""
+    cls = _find_class(d["module"], d["class_name"], custom_objects)
+    cfg = dict(d.get("config") or {})
+    from .models import Sequential
+    if issubclass(cls, Sequential):
+        return cls.from_config(cfg, custom_objects)
+    try:
+        return cls.from_config(cfg)
+    except TypeError as exc:
+        raise ValueError(f"cannot re-create {d['class_name']} from its saved config {cfg}: {exc}") from None
+
+
+def _write_atomic(path: str, header: dict, weights: list, overwrite: bool) -> None:
+    path = os.fspath(path)
+    if not overwrite and os.path.exists(path):
+        raise FileExistsError(f"{path!r} exists and overwrite=False")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot save to {path!r}: folder {folder!r} does not exist")
+    buf = io.BytesIO()
+    np.savez(buf, **{f"w{i:04d}": w for i, w in enumerate(weights)})
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pxr", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            with zipfile.ZipFile(f, "w") as z:
+                z.writestr(_HEADER, json.dumps(header, indent=1), compress_type=zipfile.ZIP_DEFLATED)
+                z.writestr(_WEIGHTS, buf.getvalue(), compress_type=zipfile.ZIP_STORED)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _header(model, kind: str) -> dict:
+    from .. import __version__
+    ws = model.weights
+    h = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "pixrank_version": __version__,
+         "weights": [{"name": p.name, "shape": list(p.data.shape), "dtype": str(p.data.dtype)} for p in ws]}
+    if kind == "model":
+        h["model"] = serialize_layer(model)
+        h["build"] = getattr(model, "_pxr_input_spec", None)
+        h["compile"] = _compile_config(model)
+    return h
+
+
+def _compile_config(model):
+    if not getattr(model, "_pxr_compiled", False):
+        return None
+    from . import losses, metrics, optimizers
+    args = model._pxr_compile_args
+    loss = args["loss"] if isinstance(args["loss"], str) else losses.serialize(model.loss)
+    opt = args["optimizer"] if isinstance(args["optimizer"], str) else optimizers.serialize(model.optimizer)
+    if opt is not None and not isinstance(opt, str):
+        try:
+            json.dumps(opt)
+        except TypeError:
+            opt = None
+    mets = []
+    for m in args["metrics"]:
+        if isinstance(m, str):
+            mets.append(m)
+        elif type(m).__name__ in metrics._CLASSES:
+            mets.append({"class_name": type(m).__name__, "config": m.get_config()})
+    if loss is None or opt is None:
+        return None
+    return {"optimizer": opt, "loss": loss, "metrics": mets}
+
+
+def save_model(model, filepath, overwrite: bool = True) -> None:
+    """Write ``model`` (architecture, weights, compile config) to ``filepath``.
+
+    Raises:
+        TypeError: a config that is not JSON. ValueError: the model has no weights yet
+            because it was never built (call it once or give ``input_shape``).
+        FileNotFoundError / FileExistsError: bad target.
+    """
+    if not model.built and not model.weights:
+        raise ValueError(f"save: model {model.name!r} is not built yet; call it on data (or fit it) first, "
+                         f"or give the first layer input_shape=")
+    _write_atomic(filepath, _header(model, "model"), [p.data for p in model.weights], overwrite)
+
+
+def save_weights(model, filepath, overwrite: bool = True) -> None:
+    """Write only the weights (restore with ``model.load_weights``)."""
+    _write_atomic(filepath, _header(model, "weights"), [p.data for p in model.weights], overwrite)
+
+
+def _read(filepath):
+    path = os.fspath(filepath)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path!r}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path!r} is not a pixrank saved model (not a .pxr archive)")
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            if _HEADER not in names or _WEIGHTS not in names:
+                raise ValueError(f"{path!r} is not a pixrank saved model (a zip file without {_HEADER} / {_WEIGHTS})")
+            header = json.loads(z.read(_HEADER).decode("utf-8"))
+            if not isinstance(header, dict) or header.get("format") != FORMAT:
+                raise ValueError(f"{path!r} is not a pixrank saved model (header format "
+                                 f"{header.get('format') if isinstance(header, dict) else header!r})")
+            ver = header.get("format_version")
+            if not isinstance(ver, int) or ver > FORMAT_VERSION or ver < 1:
+                raise ValueError(f"{path!r}: unsupported pixrank model format version {ver!r} "
+                                 f"(this pixrank reads version {FORMAT_VERSION})")
+            with np.load(io.BytesIO(z.read(_WEIGHTS)), allow_pickle=False) as npz:
+                weights = [npz[f"w{i:04d}"] for i in range(len(header["weights"]))]
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{path!r}: corrupt pixrank model file ({type(exc).__name__}: {exc})") from None
+    for w, meta in zip(weights, header["weights"]):
+        if list(w.shape) != list(meta["shape"]):
+            raise ValueError(f"{path!r}: corrupt file: weight {meta['name']!r} has shape {w.shape}, header says {meta['shape']}")
+    return header, weights
+
+
+def load_model(filepath, custom_objects=None, compile: bool = True):
+    """Load a model saved by ``model.save(path)``.
+
+    Args:
+        filepath: the ``.pxr`` file.
+        custom_objects: ``{'ClassName': cls}`` for classes that cannot be imported by module.
+        compile: re-compile with the saved optimizer/loss/metrics (fresh optimizer state).
+
+    Returns:
+        The model; it predicts exactly what the saved one did.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not a pixrank model file, unsupported
+            version, unknown class, or weights that do not fit the re-created architecture.
+    """
+    header, weights = _read(filepath)
+    if header.get("kind") != "model":
+        raise ValueError(f"{os.fspath(filepath)!r} holds only weights (save_weights); create the model and call "
+                         f"model.load_weights() instead")
+    model = deserialize_layer(header["model"], custom_objects)
+    from .. import autograd as ag
+    from .models import _from_spec
+    build = header.get("build")
+    if build and (not model.weights or len(model.weights) != len(weights)):
+        args = [_from_spec(s) for s in build["args"]]
+        kwargs = {k: _from_spec(s) for k, s in build.get("kwargs", {}).items()}
+        with ag.no_grad():
+            model(*args, training=False, **kwargs)
+        model._pxr_input_spec = build
+    _assign(model, weights, header, os.fspath(filepath))
+    comp = header.get("compile")
+    if compile and comp:
+        from . import losses, metrics, optimizers
+        mets = [m if isinstance(m, str) else metrics._CLASSES[m["class_name"]](**m["config"]) for m in comp["metrics"]]
+        model.compile(optimizer=optimizers.get(comp["optimizer"]), loss=losses.get(comp["loss"]), metrics=mets)
+        model._pxr_compile_args = {"optimizer": comp["optimizer"], "loss": comp["loss"], "metrics": comp["metrics"]
+                                   if all(isinstance(m, str) for m in comp["metrics"]) else mets}
+    return model
+
+
+def _assign(model, weights, header, path):
+    ws = model.weights
+    if len(ws) != len(weights):
+        raise ValueError(f"{path!r}: the file holds {len(weights)} weights but the re-created model has {len(ws)}")
+    for p, w, meta in zip(ws, weights, header["weights"]):
+        if p.data.shape != w.shape:
+            raise ValueError(f"{path!r}: weight {meta['name']!r} of shape {tuple(w.shape)} does not fit "
+                             f"{p.name!r} of shape {p.data.shape}")
+    for p, w in zip(ws, weights):
+        p.assign(w)
+
+
+def load_weights(model, filepath) -> None:
+    """Set ``model``'s weights from a file written by ``save_weights`` or ``save``.
+
+    Raises:
+        ValueError: not a pixrank file, or a weight count/shape mismatch.
+    """
+    header, weights = _read(filepath)
+    _assign(model, weights, header, os.fspath(filepath))
