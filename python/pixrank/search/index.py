@@ -676,46 +676,8 @@ class Index:
         os.makedirs(path, exist_ok=True)
         token = secrets.token_hex(6)
         written: list[str] = []
-        self._lock.acquire_read()
         try:
-            files = {}
-            live = np.sort(np.fromiter(self._live, dtype=np.int64, count=len(self._live)))
-            if self._exact:
-                rows = np.array([self._row_of[i] for i in live.tolist()], dtype=np.int64)
-                parts = {"vectors": (f"vectors-{token}.npy", self._vecs[rows] if rows.size
-                                     else np.zeros((0, self._dim), np.float32)),
-                         "ids": (f"ids-{token}.npy", live)}
-            else:
-                graph = f"hnsw-{token}.bin"
-                gpath = os.path.join(path, graph)
-                written.append(gpath)
-                self._hnsw.save_index(gpath)
-                _fsync_file(gpath)
-                files["graph"] = graph
-                parts = {"ids": (f"ids-{token}.npy", live)}
-                total = self._hnsw.element_count
-                capacity = self._hnsw.get_max_elements()
-            for role, (name, arr) in parts.items():
-                p = os.path.join(path, name)
-                written.append(p)
-                with open(p, "wb") as f:
-                    np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
-                    f.flush()
-                    os.fsync(f.fileno())
-                files[role] = name
-            header = {"magic": INDEX_MAGIC, "format_version": INDEX_FORMAT_VERSION,
-                      **self.config(), "count": int(live.size),
-                      "capacity": int(self.capacity),
-                      "saved": time.time(), "files": {}}
-            if not self._exact:
-                header["elements"] = int(total)  # live + deleted way-points
-                header["capacity"] = int(capacity)
-                import hnswlib
-
-                header["hnswlib_version"] = getattr(hnswlib, "__version__", None)
-        finally:
-            self._lock.release_read()
-        try:
+            files, header = self._write_data(path, token, written)
             for role, name in files.items():
                 p = os.path.join(path, name)
                 header["files"][role] = {"name": name, "size": os.path.getsize(p),
@@ -746,6 +708,45 @@ class Index:
                     os.remove(os.path.join(path, name))
                 except OSError:
                     pass
+
+    def _write_data(self, path, token, written):
+        """Write the data files of a save under fresh names (appended to ``written``)."""
+        self._lock.acquire_read()
+        try:
+            files = {}
+            live = np.sort(np.fromiter(self._live, dtype=np.int64, count=len(self._live)))
+            if self._exact:
+                rows = np.array([self._row_of[i] for i in live.tolist()], dtype=np.int64)
+                parts = {"vectors": (f"vectors-{token}.npy", self._vecs[rows] if rows.size
+                                     else np.zeros((0, self._dim), np.float32)),
+                         "ids": (f"ids-{token}.npy", live)}
+            else:
+                graph = f"hnsw-{token}.bin"
+                gpath = os.path.join(path, graph)
+                written.append(gpath)
+                self._hnsw.save_index(gpath)
+                _fsync_file(gpath)
+                files["graph"] = graph
+                parts = {"ids": (f"ids-{token}.npy", live)}
+            for role, (name, arr) in parts.items():
+                p = os.path.join(path, name)
+                written.append(p)
+                with open(p, "wb") as f:
+                    np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
+                    f.flush()
+                    os.fsync(f.fileno())
+                files[role] = name
+            header = {"magic": INDEX_MAGIC, "format_version": INDEX_FORMAT_VERSION,
+                      **self.config(), "count": int(live.size), "capacity": int(self.capacity),
+                      "saved": time.time(), "files": {}}
+            if not self._exact:
+                import hnswlib
+
+                header["elements"] = int(self._hnsw.element_count)  # live + deleted way-points
+                header["hnswlib_version"] = getattr(hnswlib, "__version__", None)
+            return files, header
+        finally:
+            self._lock.release_read()
 
     @staticmethod
     def read_header(path: str | os.PathLike) -> dict:
