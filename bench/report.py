@@ -1,0 +1,374 @@
+"""Write a suite's results: ``BENCHMARKS.md``, ``results.json`` and the PNG plots.
+
+``BENCHMARKS.md`` holds the machine (CPU, SIMD flags, cores, measured clock, fp32 peak
+and how it was estimated), the library versions and the compute path each side used,
+the command and the date, then one table per group: median times per side, the ratio
+``reference time / pixrank time`` (above 1: pixrank is faster), GFLOP/s where meaningful,
+and the check of pixrank's output against the reference's.
+
+Plots (matplotlib, Agg backend): ``gemm.png`` (GFLOP/s against size per library and
+thread count, with the peak), ``hnsw.png`` (recall@10 against queries/s per library and
+data set).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import datetime, timezone
+
+from .common import fmt_s
+
+GROUP_TITLES = {
+    "gemm": "GEMM (SGEMM, float32)",
+    "layers": "Layers (forward, forward+backward)",
+    "training": "Training on Fashion-MNIST",
+    "ranking": "Exact cosine top-10",
+    "hnsw": "HNSW (approximate top-10)",
+}
+
+
+def _ratio(r):
+    return "n/a" if r is None else f"{r:.2f}×"
+
+
+def _gf(flops, t):
+    return "" if (flops is None or not t) else f"{flops / t / 1e9:.1f}"
+
+
+def _check(row, ref):
+    c = row.get("check", {}).get(ref)
+    if not c:
+        return "–"
+    mark = "ok" if c.get("ok") else "**MISMATCH**"
+    if "rel_err" in c:
+        return f"{mark} ({c['rel_err']:.1e})"
+    if "ids_equal" in c:
+        return f"{mark} ({c['ids_equal'] * 100:.1f}% same ids)"
+    return mark
+
+
+def _notes(row):
+    return "; ".join(row.get("notes", []))
+
+
+def _pairs(rows):
+    """(row, ref) pairs in run order, one per reference the row was paired with."""
+    for r in rows:
+        for ref in r["refs"]:
+            yield r, ref
+
+
+def _table(lines, header, body):
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(" --- " for _ in header) + "|")
+    for b in body:
+        lines.append("| " + " | ".join(str(x) for x in b) + " |")
+    lines.append("")
+
+
+def _group_rows(suite, g):
+    return [r for res in suite["groups"].get(g, []) for r in res.get("rows", [])]
+
+
+def _gemm_table(lines, rows, machine):
+    peak = machine.get("peak_gflops", {})
+    body = []
+    for r, ref in _pairs(rows):
+        p, t = r["pixrank_s"], r["refs"].get(ref)
+        pk = peak.get(str(r["threads"]))
+        pct = f"{r['flops'] / p / 1e9 / pk * 100:.0f}%" if (p and pk) else ""
+        body.append([r["row"], r["threads"], ref, fmt_s(p), fmt_s(t), _ratio(r["ratios"].get(ref)),
+                     _gf(r["flops"], p), _gf(r["flops"], t), pct, _check(r, ref), _notes(r)])
+    _table(lines, ["shape M×K×N", "threads", "vs", "pixrank", "reference", "ratio ref/pixrank",
+                   "pixrank GFLOP/s", "ref GFLOP/s", "pixrank % of peak", "output check", "notes"], body)
+
+
+def _generic_table(lines, rows, gflops=True):
+    body = []
+    for r, ref in _pairs(rows):
+        p, t = r["pixrank_s"], r["refs"].get(ref)
+        b = [r["row"], r["threads"], ref, fmt_s(p), fmt_s(t), _ratio(r["ratios"].get(ref))]
+        if gflops:
+            b += [_gf(r["flops"], p), _gf(r["flops"], t)]
+        b += [_check(r, ref), _notes(r)]
+        body.append(b)
+    head = ["row", "threads", "vs", "pixrank", "reference", "ratio ref/pixrank"]
+    if gflops:
+        head += ["pixrank GFLOP/s", "ref GFLOP/s"]
+    _table(lines, head + ["output check", "notes"], body)
+
+
+def _ranking_table(lines, rows):
+    body = []
+    for r, ref in _pairs(rows):
+        p, t = r["pixrank_s"], r["refs"].get(ref)
+        qps = r["extra"].get("qps", {})
+        body.append([r["row"], r["threads"], ref, fmt_s(p), fmt_s(t), _ratio(r["ratios"].get(ref)),
+                     f"{qps['pixrank']:.0f}" if "pixrank" in qps else "n/a",
+                     f"{qps[ref]:.0f}" if ref in qps else "n/a", _check(r, ref), _notes(r)])
+    _table(lines, ["data, queries", "threads", "vs", "pixrank", "reference", "ratio ref/pixrank",
+                   "pixrank q/s", "ref q/s", "same top-10 ids", "notes"], body)
+
+
+def _training_table(lines, rows):
+    body = []
+    for r, ref in _pairs(rows):
+        ex = r["extra"]
+        acc = ex.get("accuracy", {})
+        fa = lambda a: "n/a" if a is None else f"{a * 100:.2f}%"  # noqa: E731
+        body.append([r["row"], r["threads"], ref, fmt_s(r["pixrank_s"]), fmt_s(r["refs"].get(ref)),
+                     _ratio(r["ratios"].get(ref)), ex.get("epochs", ""), fa(acc.get("pixrank")), fa(acc.get(ref)),
+                     _notes(r)])
+    _table(lines, ["model", "threads", "vs", "pixrank s/epoch", "reference s/epoch", "ratio ref/pixrank",
+                   "epochs", "pixrank test acc.", "ref test acc.", "notes"], body)
+
+
+def _hnsw_table(lines, rows):
+    builds = [r for r in rows if r["unit"] == "build"]
+    queries = [r for r in rows if r["unit"] != "build"]
+    lines.append("Build (one build per side, at the largest thread count):")
+    lines.append("")
+    body = []
+    for r, ref in _pairs(builds):
+        body.append([r["row"], r["threads"], ref, fmt_s(r["pixrank_s"]), fmt_s(r["refs"].get(ref)),
+                     _ratio(r["ratios"].get(ref)), _notes(r)])
+    _table(lines, ["data", "threads", "vs", "pixrank", "reference", "ratio ref/pixrank", "notes"], body)
+    lines.append("Queries (all queries in one batched call; queries/s and recall@10 against exact search):")
+    lines.append("")
+    body = []
+    for r, ref in _pairs(queries):
+        qps, rec = r["extra"].get("qps", {}), r["extra"].get("recall", {})
+        f = lambda d, s, fmt: fmt.format(d[s]) if s in d else "n/a"  # noqa: E731
+        body.append([r["row"], r["threads"], ref, f(qps, "pixrank", "{:.0f}"), f(qps, ref, "{:.0f}"),
+                     _ratio(r["ratios"].get(ref)), f(rec, "pixrank", "{:.4f}"), f(rec, ref, "{:.4f}"),
+                     _check(r, ref), _notes(r)])
+    _table(lines, ["data, ef", "threads", "vs", "pixrank q/s", "ref q/s", "ratio (q/s pixrank/ref)",
+                   "pixrank recall@10", "ref recall@10", "check", "notes"], body)
+
+
+def _meta_lines(suite):
+    """Library versions and compute paths, gathered from every child process."""
+    out = []
+    seen = set()
+    for g, results in suite["groups"].items():
+        for res in results:
+            meta = res.get("meta", {})
+            env = meta.get("openblas_env", {})
+            key = (g, res.get("profile"))
+            if key in seen:
+                continue
+            seen.add(key)
+            blas = [b for b in meta.get("blas", []) if b.get("internal_api") == "openblas"]
+            blas_s = ", ".join(f"{os.path.basename(b.get('filepath') or '')} {b.get('version')} "
+                               f"kernel **{b.get('architecture')}** ({b.get('threading_layer')})" for b in blas)
+            out.append(f"- `{g}` / {res.get('profile')} process ({', '.join(res.get('refs', []))}): "
+                       f"{res.get('profile_env_note', '')}; OPENBLAS_CORETYPE={env.get('OPENBLAS_CORETYPE')}, "
+                       f"OPENBLAS_L2_SIZE={env.get('OPENBLAS_L2_SIZE')}; OpenBLAS loaded: {blas_s or 'none'}"
+                       + (f"; **error**: `{res['error'].strip().splitlines()[-1]}`" if res.get("error") else ""))
+    return out
+
+
+def _versions(suite):
+    """One merged view of versions/paths over the children."""
+    v = {}
+    for results in suite["groups"].values():
+        for res in results:
+            for k, val in res.get("meta", {}).items():
+                if k in ("pixrank", "torch", "faiss", "hnswlib", "numpy") and k not in v:
+                    if isinstance(val, dict) and "error" in val:
+                        continue
+                    v[k] = val
+    return v
+
+
+def write_markdown(suite, path):
+    m = suite["machine"]
+    lines = ["# pixrank benchmarks", ""]
+    when = suite.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    lines += [f"Generated by `{suite['command']}` (run from the repository root) on {when} UTC, "
+              f"{suite['seconds'] / 60:.1f} minutes{' — **quick mode** (small sizes, one repeat: not figures to quote)' if suite.get('quick') else ''}.",
+              "",
+              "**Measured on a shared 2-core machine**: other jobs ran at the same time, so absolute times are "
+              "noisy. Each row times pixrank and its reference(s) in the same process, interleaved (the order "
+              "alternates every repeat) after a warm-up, and reports medians; trust the ratios more than the "
+              "absolute figures. Ratio = reference time / pixrank time: **above 1 means pixrank is faster**.",
+              ""]
+    lines += ["## Machine", ""]
+    pk = m.get("peak_gflops", {})
+    lines += [f"- CPU: {m['cpu']} ({m['machine']}), {m['cores']} cores available to the process",
+              f"- SIMD: **{m['simd']}** (flags: {', '.join(m['flags_simd'])})",
+              f"- clock: {m['clock_ghz'] or 0:.2f} GHz — {m['clock_how']}",
+              f"- fp32 peak: {m['peak_how']}; × clock = {m['peak_gflops_1'] or 0:.0f} GFLOP/s per core, "
+              + ", ".join(f"{v:.0f} on {k} threads" for k, v in pk.items() if v and k in ("1", "2")),
+              f"- Python {m['python']}, {m['platform']}", ""]
+    v = _versions(suite)
+    lines += ["## Libraries and compute paths", ""]
+    if "pixrank" in v:
+        p = v["pixrank"]
+        lines.append(f"- pixrank {p.get('version')}: SIMD path **{p.get('simd')}** (available: "
+                     f"{', '.join(p.get('simd_available', []) or [])}), threading {p.get('threading')}, "
+                     f"compiler {p.get('compiler')}")
+    else:
+        lines.append("- pixrank: kernels not available in this run")
+    lines.append(f"- numpy {v.get('numpy', '?')}")
+    if "torch" in v:
+        t = v["torch"]
+        lines.append(f"- PyTorch {t['version']}: CPU capability {t.get('cpu_capability')}, MKL {t.get('mkl')}, "
+                     f"oneDNN (mkldnn) {t.get('mkldnn')}; {'; '.join(t.get('config', []))}. Convolutions and "
+                     "max-pool run in PyTorch's natural NCHW layout (contiguous NCHW tensors), Linear "
+                     "weights in its (out, in) layout; its default allocator (glibc malloc).")
+    if "faiss" in v:
+        f = v["faiss"]
+        lines.append(f"- FAISS {f['version']} ({f.get('compile_options')}), "
+                     f"`faiss.cvar.distance_compute_blas_threshold = {f.get('distance_compute_blas_threshold')}`")
+    if "hnswlib" in v:
+        lines.append(f"- hnswlib {v['hnswlib'].get('version')}")
+    lines.append("")
+    lines.append("Per process (numpy's rows run with `OPENBLAS_CORETYPE` and `OPENBLAS_L2_SIZE` removed from "
+                 "their environment, so that numpy's OpenBLAS picks its best kernel; FAISS runs with the "
+                 "environment as the machine sets it):")
+    lines.append("")
+    lines += _meta_lines(suite)
+    lines.append("")
+    for g in suite["groups"]:
+        rows = _group_rows(suite, g)
+        lines += [f"## {GROUP_TITLES.get(g, g)}", ""]
+        doc = _group_doc(g)
+        if doc:
+            lines += [doc, ""]
+        if not rows:
+            errs = [res.get("error") for res in suite["groups"][g] if res.get("error")]
+            lines += [f"No rows: {errs[0].strip().splitlines()[-1] if errs else 'nothing ran'}", ""]
+            continue
+        if g == "gemm":
+            _gemm_table(lines, rows, m)
+            if "gemm.png" in suite.get("_plots", []):
+                lines += ["![GEMM GFLOP/s](gemm.png)", ""]
+        elif g == "layers":
+            _generic_table(lines, rows, gflops=True)
+        elif g == "training":
+            _training_table(lines, rows)
+        elif g == "ranking":
+            _ranking_table(lines, rows)
+        elif g == "hnsw":
+            _hnsw_table(lines, rows)
+            if "hnsw.png" in suite.get("_plots", []):
+                lines += ["![HNSW recall vs queries/s](hnsw.png)", ""]
+    with open(path + ".tmp", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def _group_doc(g):
+    """The first paragraph of the group module's docstring, for the report."""
+    import importlib
+    try:
+        doc = importlib.import_module(f"bench.{g}").__doc__ or ""
+    except Exception:
+        return ""
+    paras = [p.strip() for p in doc.strip().split("\n\n")]
+    return re.sub(r"\s*\n\s*", " ", paras[0]) if paras else ""
+
+
+def plot_gemm(suite, path) -> bool:
+    rows = _group_rows(suite, "gemm")
+    if not rows:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5))
+    threads = sorted({r["threads"] for r in rows})
+    styles = {"pixrank": "o-", "numpy": "s--", "torch": "^:"}
+    for nt in threads:
+        sq = [r for r in rows if r["threads"] == nt and r["extra"]["shape"][0] == r["extra"]["shape"][1] == r["extra"]["shape"][2]]
+        series = {}
+        for r in sq:
+            n = r["extra"]["shape"][0]
+            if r["pixrank_s"]:
+                series.setdefault("pixrank", {})[n] = max(series.get("pixrank", {}).get(n, 0), r["flops"] / r["pixrank_s"] / 1e9)
+            for ref, t in r["refs"].items():
+                if t:
+                    series.setdefault(ref, {})[n] = r["flops"] / t / 1e9
+        for lib, pts in series.items():
+            xs = sorted(pts)
+            ax.plot(xs, [pts[x] for x in xs], styles.get(lib, "x-"), label=f"{lib}, {nt} thr",
+                    alpha=1.0 if nt == threads[-1] else 0.5)
+        pk = suite["machine"].get("peak_gflops", {}).get(str(nt))
+        if pk:
+            ax.axhline(pk, color="grey", lw=0.8, ls="-.")
+            ax.text(64, pk * 1.01, f"fp32 peak, {nt} thr ({pk:.0f})", fontsize=8, color="grey")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("n (square n×n×n SGEMM)")
+    ax.set_ylabel("GFLOP/s")
+    ax.set_title(f"SGEMM throughput — {suite['machine']['cpu']}, {suite['machine']['simd']} (shared machine)")
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_hnsw(suite, path) -> bool:
+    rows = [r for r in _group_rows(suite, "hnsw") if r["unit"] != "build"]
+    if not rows:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    nt = max(r["threads"] for r in rows)
+    kinds = sorted({r["extra"]["kind"] for r in rows})
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4.5), squeeze=False)
+    styles = {"pixrank": "o-", "hnswlib": "s--", "faiss": "^:"}
+    for ax, kind in zip(axes[0], kinds):
+        sel = sorted((r for r in rows if r["threads"] == nt and r["extra"]["kind"] == kind), key=lambda r: r["extra"]["ef"])
+        libs = []
+        for r in sel:
+            for s in r["extra"].get("qps", {}):
+                if s not in libs:
+                    libs.append(s)
+        for lib in libs:
+            pts = [(r["extra"]["recall"][lib], r["extra"]["qps"][lib], r["extra"]["ef"]) for r in sel
+                   if lib in r["extra"].get("qps", {}) and lib in r["extra"].get("recall", {})]
+            if not pts:
+                continue
+            ax.plot([p[1] for p in pts], [p[0] for p in pts], styles.get(lib, "x-"), label=lib)
+            if lib == "pixrank":
+                for rc, qps, ef in pts:
+                    ax.annotate(f"ef={ef}", (qps, rc), fontsize=7, textcoords="offset points", xytext=(3, 3))
+        ax.set_xscale("log")
+        ax.set_xlabel(f"queries/s ({nt} threads, batched)")
+        ax.set_ylabel("recall@10")
+        ax.set_title(f"HNSW, {kind} data (M=16, efC=200)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(suite, out_dir, plots=True) -> list[str]:
+    """Write results.json, the plots and BENCHMARKS.md into ``out_dir``; returns the paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    files = []
+    suite["_plots"] = []
+    if plots:
+        for name, fn in (("gemm.png", plot_gemm), ("hnsw.png", plot_hnsw)):
+            try:
+                if fn(suite, os.path.join(out_dir, name)):
+                    suite["_plots"].append(name)
+                    files.append(os.path.join(out_dir, name))
+            except ImportError as exc:
+                print(f"[bench] no {name}: {exc}")
+    jpath = os.path.join(out_dir, "results.json")
+    with open(jpath + ".tmp", "w") as f:
+        json.dump({k: v for k, v in suite.items() if not k.startswith("_") and k != "rows"}, f, indent=1, default=float)
+    os.replace(jpath + ".tmp", jpath)
+    files.append(jpath)
+    mpath = os.path.join(out_dir, "BENCHMARKS.md")
+    write_markdown(suite, mpath)
+    files.append(mpath)
+    return files
