@@ -227,10 +227,12 @@ CASES = [
     ("poolbwd-argmax-shape", lambda: ops.max_pool2d_backward(o((2, 2, 2, 1)), z((2, 2, 1, 1), int), (2, 4, 4, 1)), ValueError,
      esc("max_pool2d_backward: argmax must have the shape of dy (2, 2, 2, 1), got shape (2, 2, 1, 1)")),
     ("poolbwd-argmax-high", lambda: ops.max_pool2d_backward(o((2, 2, 2, 1)), np.full((2, 2, 2, 1), 32), (2, 4, 4, 1)), ValueError,
-     esc("max_pool2d_backward: argmax must hold flat indices into x in [0, 32) for x_shape (2, 4, 4, 1), "
-         "got 32 at position (0, 0, 0, 0)")),
-    ("poolbwd-argmax-negative", lambda: ops.max_pool2d_backward(o((2, 2, 2, 1)), np.array([0, 1, 2, 3, 4, 5, -6, 7]).reshape(2, 2, 2, 1), (2, 4, 4, 1)), ValueError,
-     esc("got -6 at position (1, 1, 0, 0)")),
+     esc("max_pool2d_backward: argmax must hold flat indices into x (of shape (2, 4, 4, 1)) that lie in "
+         "their own image, [0, 16) for image 0; got 32 at position (0, 0, 0, 0)")),
+    ("poolbwd-argmax-other-image", lambda: ops.max_pool2d_backward(o((2, 2, 2, 1)), np.array([0, 1, 2, 3, 4, 5, 6, 7]).reshape(2, 2, 2, 1), (2, 4, 4, 1)), ValueError,
+     esc("lie in their own image, [16, 32) for image 1; got 4 at position (1, 0, 0, 0)")),
+    ("poolbwd-argmax-negative", lambda: ops.max_pool2d_backward(o((2, 2, 2, 1)), np.array([0, 1, 2, 3, -6, 17, 18, 19]).reshape(2, 2, 2, 1), (2, 4, 4, 1)), ValueError,
+     esc("[16, 32) for image 1; got -6 at position (1, 0, 0, 0)")),
     ("poolbwd-batch", lambda: ops.max_pool2d_backward(o((2, 2, 2, 1)), z((2, 2, 2, 1), int), (3, 4, 4, 1)), ValueError,
      esc("max_pool2d_backward: dy must have shape (N, OH, OW, C) with N = 3, C = 1, OH <= 4, OW <= 4 "
          "for x_shape (3, 4, 4, 1), got shape (2, 2, 2, 1)")),
@@ -311,4 +313,27 @@ def test_invalid_values_do_not_change_thread_count():
     for bad in (0, -1):
         with pytest.raises(ValueError):
             pixrank.set_num_threads(bad)
+    assert pixrank.get_num_threads() == before
+
+
+# Checks the kernels make themselves (documented in the ops docstrings): the values are
+# only known to be bad once the kernel reads them, or the bound is the compiled module's.
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_cosine_topk_rejects_non_finite_rows(bad):
+    db = np.ones((5, 3), np.float32)
+    db[3, 1] = bad
+    with pytest.raises(ValueError, match=esc("cosine_topk: database row 3 contains a non-finite value")):
+        ops.cosine_topk(np.ones((2, 3)), db, 2)
+    q = np.ones((2, 3), np.float32)
+    q[1, 0] = bad
+    with pytest.raises(ValueError, match=esc("cosine_topk: queries row 1 contains a non-finite value")):
+        ops.cosine_topk(q, np.ones((5, 3)), 2)
+
+
+def test_set_num_threads_upper_bound():
+    before = pixrank.get_num_threads()
+    with pytest.raises(ValueError, match=r"set_num_threads: n must be in \[1, \d+\], got 100000"):
+        pixrank.set_num_threads(100_000)
     assert pixrank.get_num_threads() == before

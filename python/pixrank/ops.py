@@ -875,8 +875,9 @@ def max_pool2d_backward(dy, argmax, x_shape) -> np.ndarray:
 
     Args:
         dy: gradient with respect to the pooled output ``(N, OH, OW, C)``.
-        argmax: the int64 (any integer dtype) flat indices returned by :func:`max_pool2d`,
-            same shape as ``dy``.
+        argmax: the int64 (any integer dtype) flat indices into ``x`` returned by
+            :func:`max_pool2d`, same shape as ``dy``; those of image ``b`` must point into
+            image ``b``.
         x_shape: the forward input's shape ``(N, H, W, C)``.
 
     Shape:
@@ -887,7 +888,8 @@ def max_pool2d_backward(dy, argmax, x_shape) -> np.ndarray:
 
     Raises:
         ValueError: wrong ranks; dy and argmax shapes differ; N or C differ from
-            ``x_shape``; ``OH > H`` or ``OW > W``; an index outside ``[0, N*H*W*C)``.
+            ``x_shape``; ``OH > H`` or ``OW > W``; an index of image ``b`` outside that
+            image, ``[b*H*W*C, (b+1)*H*W*C)``.
         TypeError: a non-numeric dy; a non-integer argmax; a bad ``x_shape``.
 
     Example:
@@ -925,14 +927,17 @@ def max_pool2d_backward(dy, argmax, x_shape) -> np.ndarray:
         )
     _check_size(fn, "the input gradient", shape)
     if argmax.size:
-        total = b * h * w * c
-        lo, hi = argmax.min(), argmax.max()
-        if lo < 0 or hi >= total:
-            bad = (argmax < 0) | (argmax >= total)
+        # each image's indices must point into that image (what max_pool2d returns)
+        img = h * w * c
+        lo = (np.arange(b, dtype=np.int64) * img).reshape(b, 1, 1, 1)
+        bad = (argmax < lo) | (argmax >= lo + img)
+        if bad.any():
             pos = np.unravel_index(int(np.argmax(bad)), argmax.shape)
+            first = int(pos[0]) * img
             raise ValueError(
-                f"{fn}: argmax must hold flat indices into x in [0, {total}) for x_shape "
-                f"{shape}, got {argmax[pos]} at position {tuple(int(p) for p in pos)}"
+                f"{fn}: argmax must hold flat indices into x (of shape {shape}) that lie in "
+                f"their own image, [{first}, {first + img}) for image {int(pos[0])}; got "
+                f"{argmax[pos]} at position {tuple(int(p) for p in pos)}"
             )
     return _K.max_pool2d_backward(
         _f32(dy), np.ascontiguousarray(argmax, dtype=np.int64), b, h, w, c
@@ -966,7 +971,9 @@ def cosine_topk(queries, database, k):
         similarities in ``[-1, 1]``.
 
     Raises:
-        ValueError: wrong ranks; ``d`` differs or is 0; ``k < 1``.
+        ValueError: wrong ranks; ``d`` differs or is 0; ``k < 1``; a query or database row
+            holding NaN or inf (found by the kernel while it computes the norms, so a
+            large database is not scanned twice).
         TypeError: a non-numeric dtype; ``k`` not an int.
 
     Example:
@@ -1011,7 +1018,7 @@ def set_num_threads(n) -> None:
 
     Raises:
         TypeError: n is not an int.
-        ValueError: ``n < 1``.
+        ValueError: ``n < 1``, or more threads than the compiled module allows (1024).
 
     Example:
         >>> import pixrank
