@@ -96,8 +96,10 @@ class TextTower(Model):
         self.num_ids, self.token_dim = int(num_ids), int(token_dim)
         self.hidden, self.embed_dim = int(hidden), int(embed_dim)
         self.bag = L.EmbeddingBag(self.num_ids, self.token_dim, mode="mean")
-        self.dense = L.Dense(self.hidden, activation="relu")
-        self.proj = L.Dense(self.embed_dim)
+        # built here (input sizes known), so loading a saved tower needs no dry run
+        self.dense = L.Dense(self.hidden, activation="relu", input_dim=self.token_dim)
+        self.proj = L.Dense(self.embed_dim, input_dim=self.hidden)
+        self.built = True
 
     def call(self, inputs, training=None):
         ids, offsets = inputs
