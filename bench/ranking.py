@@ -105,6 +105,7 @@ def run(refs: list[str], threads: list[int], quick: bool, log=print) -> list[dic
             qw = q[: max(1, Q // 10)]
             tq = torch.from_numpy(q) if tdb is not None else None
             pix_ids = ops.cosine_topk(q, db, K)[0] if ops is not None else None
+            cfg_checks = {}  # computed at the first thread count, reported at all
             for nt in threads:
                 set_threads(nt)
                 sides, warm, check = {}, {}, {}
@@ -121,17 +122,19 @@ def run(refs: list[str], threads: list[int], quick: bool, log=print) -> list[dic
                     if ref == "numpy":
                         sides[ref] = lambda q=q: numpy_topk(q, db, K)
                         warm[ref] = lambda qw=qw: numpy_topk(qw, db, K)
-                        ref_ids = sides[ref]() if pix_ids is not None and nt == threads[0] else None
+                        ref_ids = sides[ref]() if pix_ids is not None and ref not in cfg_checks else None
                     elif ref == "torch":
                         sides[ref] = lambda tq=tq, lib=lib: torch_topk(lib, tq, tdb, K)
                         warm[ref] = lambda qw=qw, lib=lib: torch_topk(lib, lib.from_numpy(qw), tdb, K)
-                        ref_ids = sides[ref]().numpy() if pix_ids is not None and nt == threads[0] else None
+                        ref_ids = sides[ref]().numpy() if pix_ids is not None and ref not in cfg_checks else None
                     elif ref == "faiss":
                         sides[ref] = lambda q=q, lib=lib: faiss_topk(lib, index, q, K)
                         warm[ref] = lambda qw=qw, lib=lib: faiss_topk(lib, index, qw, K)
-                        ref_ids = sides[ref]() if pix_ids is not None and nt == threads[0] else None
+                        ref_ids = sides[ref]() if pix_ids is not None and ref not in cfg_checks else None
                     if ref_ids is not None:
-                        check[ref] = check_topk_ids("ids", pix_ids, ref_ids, q, db)
+                        cfg_checks[ref] = check_topk_ids("ids", pix_ids, ref_ids, q, db)
+                    if ref in cfg_checks:
+                        check[ref] = cfg_checks[ref]
                 heavy = (not quick) and n * d * Q >= 1e10
                 timing = paired_time(sides, repeats=1 if quick else (3 if heavy else 5), warmup=1,
                                      min_sample_s=0.002 if quick else 0.2,

@@ -35,8 +35,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(ROOT, "bench", "results")
 
 
-def _child_env(profile: str) -> dict:
-    env = dict(os.environ)
+def child_env(profile: str, base: dict | None = None) -> dict:
+    """The environment of a child process of ``profile`` (from ``base``, default os.environ).
+
+    ``numpy``: ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` removed; ``machine``: as is.
+    ``PYTHONPATH`` gains the repository root so that ``bench`` imports from this checkout.
+    """
+    env = dict(os.environ if base is None else base)
     if profile == "numpy":
         for k in OPENBLAS_VARS:
             env.pop(k, None)
@@ -63,7 +68,7 @@ def run_group(group: str, threads: list[int], quick: bool, refs_filter=None, log
             log(f"[bench] {group}/{profile} ({', '.join(refs)}) ...")
             t0 = time.perf_counter()
             try:
-                proc = subprocess.run(cmd, env=_child_env(profile), cwd=ROOT, stdout=subprocess.PIPE,
+                proc = subprocess.run(cmd, env=child_env(profile), cwd=ROOT, stdout=subprocess.PIPE,
                                       stderr=None, text=True, timeout=timeout_s)
                 rc = proc.returncode
             except subprocess.TimeoutExpired:
@@ -133,6 +138,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     a = p.parse_args(argv)
     groups = [g.strip() for g in a.only.split(",") if g.strip()]
+    bad = [g for g in groups if g not in GROUPS]
+    if bad or not groups:
+        p.error(f"unknown group(s) {bad} in --only; choose from {','.join(GROUPS)}")
     try:
         threads = [int(t) for t in a.threads.split(",") if t.strip()]
     except ValueError:
