@@ -267,10 +267,7 @@ class Model(Layer):
         steps = -(-n // batch_size)
 
         history = cbs.History()
-        cb_list = [history]
-        if verbose:
-            cb_list.append(cbs.ProgbarLogger(verbose))
-        cb_list += list(callbacks or [])
+        cb_list = ([cbs.ProgbarLogger(verbose)] if verbose else []) + list(callbacks or []) + [history]
         cbl = cbs.CallbackList(cb_list, self, {"epochs": epochs, "steps": steps, "verbose": verbose,
                                                "batch_size": batch_size, "samples": n})
         params = self.trainable_weights
