@@ -66,6 +66,8 @@ HEADER_NAME = "index.json"
 _SPACES_HNSW = ("cosine", "ip", "l2")
 _SPACES_EXACT = ("cosine", "ip")
 _EMPTY_IDS = np.empty((0,), dtype=np.int64)
+_F32 = np.dtype(np.float32)
+_ONE = np.float32(1.0)
 
 # hnswlib 0.8 saveIndex header: offsetLevel0_, max_elements_, cur_element_count,
 # size_data_per_element_, label_offset_, offsetData_ (size_t), maxlevel_ (int),
@@ -587,7 +589,11 @@ class Index:
             k = _int_param("k", k, 1)
         elif k < 1:
             raise ValueError(f"Index.query: k must be >= 1, got {k}")
-        x = self._as_vectors(vectors, "query")
+        x = vectors
+        if (type(x) is not np.ndarray or x.dtype is not _F32 or x.ndim != 2
+                or not x.flags.c_contiguous or x.shape[1] != self._dim
+                or not math.isfinite(np.vdot(x, x))):
+            x = self._as_vectors(vectors, "query")  # converts, or raises naming the problem
         if ef is None:
             ef = self._ef
         elif type(ef) is not int or ef < 1:
@@ -621,7 +627,7 @@ class Index:
         if self._space == "l2":
             np.negative(dist, out=dist)
         else:
-            np.subtract(np.float32(1.0), dist, out=dist)
+            np.subtract(_ONE, dist, out=dist)
         return labels.view(np.int64), dist
 
     def _query_exact(self, x, k):
