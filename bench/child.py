@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -83,13 +84,15 @@ def main(argv=None) -> int:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    result = {"group": a.group, "profile": a.profile, "refs": refs, "rows": [], "error": None}
+    result = {"group": a.group, "profile": a.profile, "refs": refs, "rows": [], "error": None,
+              "loadavg_start": os.getloadavg()}
     try:
         result["rows"] = mod.run(refs, threads, a.quick, log=log)
     except Exception:
         result["error"] = traceback.format_exc()
         log(result["error"])
     result["seconds"] = time.perf_counter() - t0
+    result["loadavg_end"] = os.getloadavg()
     try:
         result["meta"] = library_meta()
     except Exception:

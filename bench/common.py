@@ -15,6 +15,8 @@ A row is a plain ``dict`` (JSON-serialisable, so a child process can hand it bac
 
 ``group``, ``row`` (what is measured), ``threads``, ``pixrank_s`` (median seconds, or
 None), ``refs`` (``{name: median seconds or None}``), ``ratios`` (``{name: ref / pixrank}``),
+``ratios_best`` (the same from each side's fastest repeat: robust when other jobs
+only ever slow a repeat down), ``cpu_s`` (median process CPU seconds per side),
 ``unit`` (what the times are per, e.g. ``'call'`` or ``'epoch'``), ``flops`` (per call,
 when meaningful), ``check`` (``{name: {'ok': bool, 'detail': str, ...}}``: pixrank's
 output against that reference's), ``notes`` (list of strings, e.g. ``'not available:
@@ -122,11 +124,16 @@ def set_threads(n: int) -> dict:
 # --------------------------------------------------------------------------------------
 
 
-def _time_once(fn: Callable[[], object], inner: int) -> float:
+def _time_once(fn: Callable[[], object], inner: int, cpu: list | None = None) -> float:
+    """Wall seconds per call over ``inner`` calls (process CPU seconds appended to ``cpu``)."""
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for _ in range(inner):
         fn()
-    return (time.perf_counter() - t0) / inner
+    t = (time.perf_counter() - t0) / inner
+    if cpu is not None:
+        cpu.append((time.process_time() - c0) / inner)
+    return t
 
 
 def paired_time(sides: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
@@ -172,6 +179,7 @@ def paired_time(sides: dict[str, Callable[[], object]], repeats: int = 5, warmup
     # same inner count for every side, sized on the slowest so no side runs for ages
     inner = 1 if slowest >= min_sample_s else min(max_inner, max(1, int(min_sample_s / max(slowest, 1e-7))))
     samples: dict[str, list[float]] = {name: [] for name in live}
+    cpu: dict[str, list[float]] = {name: [] for name in live}
     order = list(live)
     for r in range(repeats):
         seq = order if r % 2 == 0 else order[::-1]
@@ -179,12 +187,13 @@ def paired_time(sides: dict[str, Callable[[], object]], repeats: int = 5, warmup
             if name not in samples:
                 continue
             try:
-                samples[name].append(_time_once(live[name], inner))
+                samples[name].append(_time_once(live[name], inner, cpu[name]))
             except Exception as exc:
                 out[name] = {"error": f"failed: {not_available_reason(exc)}"}
                 del samples[name]
     for name, s in samples.items():
-        out[name] = {"median_s": statistics.median(s), "min_s": min(s), "samples": s, "inner": inner}
+        out[name] = {"median_s": statistics.median(s), "min_s": min(s), "samples": s, "inner": inner,
+                     "cpu_median_s": statistics.median(cpu[name])}
     return out
 
 
@@ -197,16 +206,19 @@ def make_row(group: str, row: str, threads: int, timing: dict[str, dict], refs: 
     if "error" in p:
         notes.append(f"pixrank {p['error']}")
     pix = p.get("median_s")
-    refs_s, ratios = {}, {}
+    pix_min = p.get("min_s")
+    refs_s, ratios, ratios_best = {}, {}, {}
     for name in refs:
         t = timing.get(name, {})
         if "error" in t:
             notes.append(f"{name} {t['error']}")
         refs_s[name] = t.get("median_s")
         ratios[name] = (refs_s[name] / pix) if (pix and refs_s[name]) else None
+        ratios_best[name] = (t["min_s"] / pix_min) if (pix_min and t.get("min_s")) else None
     return {
         "group": group, "row": row, "threads": threads, "unit": unit,
-        "pixrank_s": pix, "refs": refs_s, "ratios": ratios, "flops": flops,
+        "pixrank_s": pix, "refs": refs_s, "ratios": ratios, "ratios_best": ratios_best, "flops": flops,
+        "cpu_s": {k: v.get("cpu_median_s") for k, v in timing.items() if "cpu_median_s" in v},
         "samples": {k: v.get("samples") for k, v in timing.items() if "samples" in v},
         "check": check or {}, "notes": notes, "extra": extra or {},
     }

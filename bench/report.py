@@ -28,8 +28,24 @@ GROUP_TITLES = {
 }
 
 
-def _ratio(r):
-    return "n/a" if r is None else f"{r:.2f}×"
+def _ratio(r, best=None):
+    if r is None:
+        return "n/a"
+    return f"{r:.2f}×" + (f" ({best:.2f}×)" if best is not None else "")
+
+
+def _cpu_ratio(row, ref):
+    """Ratio of median process CPU times, shown for 1-thread rows only (at more threads CPU
+    time also counts worker threads spinning while they wait, which is not work)."""
+    c = row.get("cpu_s", {})
+    if row["threads"] != 1 or not c.get("pixrank") or not c.get(ref):
+        return "–"
+    return f"{c[ref] / c['pixrank']:.2f}×"
+
+
+def _rr(row, ref):
+    """Ratio of medians, and of the fastest repeats in brackets."""
+    return _ratio(row["ratios"].get(ref), row.get("ratios_best", {}).get(ref))
 
 
 def _gf(flops, t):
@@ -78,9 +94,9 @@ def _gemm_table(lines, rows, machine):
         p, t = r["pixrank_s"], r["refs"].get(ref)
         pk = peak.get(str(r["threads"]))
         pct = f"{r['flops'] / p / 1e9 / pk * 100:.0f}%" if (p and pk) else ""
-        body.append([r["row"], r["threads"], ref, fmt_s(p), fmt_s(t), _ratio(r["ratios"].get(ref)),
+        body.append([r["row"], r["threads"], ref, fmt_s(p), fmt_s(t), _rr(r, ref), _cpu_ratio(r, ref),
                      _gf(r["flops"], p), _gf(r["flops"], t), pct, _check(r, ref), _notes(r)])
-    _table(lines, ["shape M×K×N", "threads", "vs", "pixrank", "reference", "ratio ref/pixrank",
+    _table(lines, ["shape M×K×N", "threads", "vs", "pixrank", "reference", "ratio ref/pixrank (best)", "CPU-time ratio",
                    "pixrank GFLOP/s", "ref GFLOP/s", "pixrank % of peak", "output check", "notes"], body)
 
 
@@ -88,12 +104,12 @@ def _generic_table(lines, rows, gflops=True):
     body = []
     for r, ref in _pairs(rows):
         p, t = r["pixrank_s"], r["refs"].get(ref)
-        b = [r["row"], r["threads"], ref, fmt_s(p), fmt_s(t), _ratio(r["ratios"].get(ref))]
+        b = [r["row"], r["threads"], ref, fmt_s(p), fmt_s(t), _rr(r, ref), _cpu_ratio(r, ref)]
         if gflops:
             b += [_gf(r["flops"], p), _gf(r["flops"], t)]
         b += [_check(r, ref), _notes(r)]
         body.append(b)
-    head = ["row", "threads", "vs", "pixrank", "reference", "ratio ref/pixrank"]
+    head = ["row", "threads", "vs", "pixrank", "reference", "ratio ref/pixrank (best)", "CPU-time ratio"]
     if gflops:
         head += ["pixrank GFLOP/s", "ref GFLOP/s"]
     _table(lines, head + ["output check", "notes"], body)
@@ -104,10 +120,10 @@ def _ranking_table(lines, rows):
     for r, ref in _pairs(rows):
         p, t = r["pixrank_s"], r["refs"].get(ref)
         qps = r["extra"].get("qps", {})
-        body.append([r["row"], r["threads"], ref, fmt_s(p), fmt_s(t), _ratio(r["ratios"].get(ref)),
+        body.append([r["row"], r["threads"], ref, fmt_s(p), fmt_s(t), _rr(r, ref),
                      f"{qps['pixrank']:.0f}" if "pixrank" in qps else "n/a",
                      f"{qps[ref]:.0f}" if ref in qps else "n/a", _check(r, ref), _notes(r)])
-    _table(lines, ["data, queries", "threads", "vs", "pixrank", "reference", "ratio ref/pixrank",
+    _table(lines, ["data, queries", "threads", "vs", "pixrank", "reference", "ratio ref/pixrank (best)",
                    "pixrank q/s", "ref q/s", "same top-10 ids", "notes"], body)
 
 
@@ -118,9 +134,9 @@ def _training_table(lines, rows):
         acc = ex.get("accuracy", {})
         fa = lambda a: "n/a" if a is None else f"{a * 100:.2f}%"  # noqa: E731
         body.append([r["row"], r["threads"], ref, fmt_s(r["pixrank_s"]), fmt_s(r["refs"].get(ref)),
-                     _ratio(r["ratios"].get(ref)), ex.get("epochs", ""), fa(acc.get("pixrank")), fa(acc.get(ref)),
+                     _rr(r, ref), ex.get("epochs", ""), fa(acc.get("pixrank")), fa(acc.get(ref)),
                      _notes(r)])
-    _table(lines, ["model", "threads", "vs", "pixrank s/epoch", "reference s/epoch", "ratio ref/pixrank",
+    _table(lines, ["model", "threads", "vs", "pixrank s/epoch", "reference s/epoch", "ratio ref/pixrank (best)",
                    "epochs", "pixrank test acc.", "ref test acc.", "notes"], body)
 
 
@@ -132,8 +148,8 @@ def _hnsw_table(lines, rows):
     body = []
     for r, ref in _pairs(builds):
         body.append([r["row"], r["threads"], ref, fmt_s(r["pixrank_s"]), fmt_s(r["refs"].get(ref)),
-                     _ratio(r["ratios"].get(ref)), _notes(r)])
-    _table(lines, ["data", "threads", "vs", "pixrank", "reference", "ratio ref/pixrank", "notes"], body)
+                     _rr(r, ref), _notes(r)])
+    _table(lines, ["data", "threads", "vs", "pixrank", "reference", "ratio ref/pixrank (best)", "notes"], body)
     lines.append("Queries (all queries in one batched call; queries/s and recall@10 against exact search):")
     lines.append("")
     body = []
@@ -141,7 +157,7 @@ def _hnsw_table(lines, rows):
         qps, rec = r["extra"].get("qps", {}), r["extra"].get("recall", {})
         f = lambda d, s, fmt: fmt.format(d[s]) if s in d else "n/a"  # noqa: E731
         body.append([r["row"], r["threads"], ref, f(qps, "pixrank", "{:.0f}"), f(qps, ref, "{:.0f}"),
-                     _ratio(r["ratios"].get(ref)), f(rec, "pixrank", "{:.4f}"), f(rec, ref, "{:.4f}"),
+                     _rr(r, ref), f(rec, "pixrank", "{:.4f}"), f(rec, ref, "{:.4f}"),
                      _check(r, ref), _notes(r)])
     _table(lines, ["data, ef", "threads", "vs", "pixrank q/s", "ref q/s", "ratio (q/s pixrank/ref)",
                    "pixrank recall@10", "ref recall@10", "check", "notes"], body)
@@ -165,6 +181,9 @@ def _meta_lines(suite):
             out.append(f"- `{g}` / {res.get('profile')} process ({', '.join(res.get('refs', []))}): "
                        f"{res.get('profile_env_note', '')}; OPENBLAS_CORETYPE={env.get('OPENBLAS_CORETYPE')}, "
                        f"OPENBLAS_L2_SIZE={env.get('OPENBLAS_L2_SIZE')}; OpenBLAS loaded: {blas_s or 'none'}"
+                       + (f"; load average (1 min) {res['loadavg_start'][0]:.1f} at start, {res['loadavg_end'][0]:.1f} at end"
+                          if res.get("loadavg_start") and res.get("loadavg_end") else "")
+                       + (f"; {res['seconds']:.1f} s" if res.get("seconds") else "")
                        + (f"; **error**: `{res['error'].strip().splitlines()[-1]}`" if res.get("error") else ""))
     return out
 
