@@ -387,6 +387,21 @@ class Catalog:
             return []
         now = time.time()
         out: list[int] = []
+        keys = tuple(recs[0])
+        if ("id" in keys and "source" in keys and "added" not in keys
+                and all(tuple(d) == keys and d["id"] is not None and d["source"] for d in recs)):
+            # fast path (bulk loads): one executemany UPSERT keyed on id; on a conflict the
+            # row-by-row path below reruns the batch to name the offending record
+            cols = ", ".join(keys) + ", added"
+            marks = ", ".join("?" * (len(keys) + 1))
+            sets = ", ".join(f"{k} = excluded.{k}" for k in keys if k != "id")
+            sql = f"INSERT INTO items ({cols}) VALUES ({marks}) ON CONFLICT(id) DO UPDATE SET {sets}"
+            try:
+                with self._tx() as c:
+                    c.executemany(sql, [(*d.values(), now) for d in recs])
+                return [d["id"] for d in recs]
+            except sqlite3.IntegrityError:
+                pass
         with self._tx() as c:
             try:
                 for i, d in enumerate(recs):

@@ -196,6 +196,15 @@ def _as_ids(ids, what: str) -> np.ndarray:
     return a
 
 
+def _hnswlib_version():
+    try:
+        from importlib.metadata import version
+
+        return version("hnswlib")
+    except Exception:
+        return None
+
+
 def _sha256_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -245,7 +254,9 @@ class Index:
         ef: default candidate-list size at query time, default 50; a query raises it to at
             least its ``k``.
         exact: rank exactly over a float32 matrix instead of the HNSW graph (``'cosine'``
-            through :func:`pixrank.ops.cosine_topk`, ``'ip'`` through numpy).
+            through :func:`pixrank.ops.cosine_topk`, ``'ip'`` through a numpy product and a
+            stable sort). Equal scores are ordered by matrix row: insertion order, except that
+            a deletion moves the last row into the freed one.
         capacity: initial number of slots (grows by doubling as needed), default 1024.
         seed: hnswlib's random seed for level assignment, default 100.
         num_threads: threads hnswlib uses for batched adds and queries; ``None`` (default)
@@ -746,10 +757,8 @@ class Index:
                       **self.config(), "count": int(live.size), "capacity": int(self.capacity),
                       "saved": time.time(), "files": {}}
             if not self._exact:
-                import hnswlib
-
                 header["elements"] = int(self._hnsw.element_count)  # live + deleted way-points
-                header["hnswlib_version"] = getattr(hnswlib, "__version__", None)
+                header["hnswlib_version"] = _hnswlib_version()
             return files, header
         finally:
             self._lock.release_read()
