@@ -184,7 +184,7 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, bool tr
                                      Bp + j * kc, nullptr);
                     }
 #ifdef _OPENMP
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
 #endif
                     for (int64_t it = 0; it < items; ++it) {
                         const int64_t ib = it / nsplit, s = it % nsplit;

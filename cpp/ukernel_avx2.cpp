@@ -24,46 +24,55 @@ void kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, 
     __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
     const float* a = Ap;
     const float* b = Bp;
-#define PIXRANK_AVX2_STEP(off_a, off_b)                                      \
-    {                                                                         \
-        const __m256 b0 = _mm256_load_ps(b + (off_b));                       \
-        const __m256 b1 = _mm256_load_ps(b + (off_b) + 8);                    \
-        __m256 av = _mm256_broadcast_ss(a + (off_a) + 0);                     \
-        c00 = _mm256_fmadd_ps(av, b0, c00);                                   \
-        c01 = _mm256_fmadd_ps(av, b1, c01);                                   \
-        av = _mm256_broadcast_ss(a + (off_a) + 1);                            \
-        c10 = _mm256_fmadd_ps(av, b0, c10);                                   \
-        c11 = _mm256_fmadd_ps(av, b1, c11);                                   \
-        av = _mm256_broadcast_ss(a + (off_a) + 2);                            \
-        c20 = _mm256_fmadd_ps(av, b0, c20);                                   \
-        c21 = _mm256_fmadd_ps(av, b1, c21);                                   \
-        av = _mm256_broadcast_ss(a + (off_a) + 3);                            \
-        c30 = _mm256_fmadd_ps(av, b0, c30);                                   \
-        c31 = _mm256_fmadd_ps(av, b1, c31);                                   \
-        av = _mm256_broadcast_ss(a + (off_a) + 4);                            \
-        c40 = _mm256_fmadd_ps(av, b0, c40);                                   \
-        c41 = _mm256_fmadd_ps(av, b1, c41);                                   \
-        av = _mm256_broadcast_ss(a + (off_a) + 5);                            \
-        c50 = _mm256_fmadd_ps(av, b0, c50);                                   \
-        c51 = _mm256_fmadd_ps(av, b1, c51);                                   \
+    for (int r = 0; r < mr; ++r) {  // the C tile is needed at the end: start fetching it now
+        _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc + 15), _MM_HINT_T0);
     }
-    int64_t p = 0;
-    for (; p + 4 <= kc; p += 4) {
-        _mm_prefetch(reinterpret_cast<const char*>(b + 256), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(a + 96), _MM_HINT_T0);
-        PIXRANK_AVX2_STEP(0, 0)
-        PIXRANK_AVX2_STEP(6, 16)
-        PIXRANK_AVX2_STEP(12, 32)
-        PIXRANK_AVX2_STEP(18, 48)
-        a += 4 * MR;
-        b += 4 * NR;
+    // The k loop is written in inline assembly so that the register allocation is fixed: 12
+    // accumulators + 2 B vectors (ymm13, ymm14) + 1 broadcast (ymm15) = 15 of the 16 ymm registers.
+    // (Compiled from intrinsics, GCC 12 interleaves consecutive k steps and spills accumulators.)
+#define PIXRANK_FMA_ROW(r, s)                                                   \
+    "vbroadcastss " #s "*24+" #r "*4(%[a]), %%ymm15\n\t"                        \
+    "vfmadd231ps %%ymm13, %%ymm15, %[c" #r "0]\n\t"                             \
+    "vfmadd231ps %%ymm14, %%ymm15, %[c" #r "1]\n\t"
+#define PIXRANK_STEP(s)                                                         \
+    "vmovaps " #s "*64(%[b]), %%ymm13\n\t"                                      \
+    "vmovaps " #s "*64+32(%[b]), %%ymm14\n\t"                                   \
+    PIXRANK_FMA_ROW(0, s) PIXRANK_FMA_ROW(1, s) PIXRANK_FMA_ROW(2, s)           \
+    PIXRANK_FMA_ROW(3, s) PIXRANK_FMA_ROW(4, s) PIXRANK_FMA_ROW(5, s)
+#define PIXRANK_OPERANDS                                                                         \
+    : [a] "+r"(a), [b] "+r"(b), [k] "+r"(k), [c00] "+x"(c00), [c01] "+x"(c01), [c10] "+x"(c10),  \
+      [c11] "+x"(c11), [c20] "+x"(c20), [c21] "+x"(c21), [c30] "+x"(c30), [c31] "+x"(c31),       \
+      [c40] "+x"(c40), [c41] "+x"(c41), [c50] "+x"(c50), [c51] "+x"(c51)                         \
+    :                                                                                            \
+    : "cc", "memory", "xmm13", "xmm14", "xmm15"
+    int64_t k = kc / 4;
+    if (k > 0) {
+        __asm__ volatile(
+            ".p2align 5\n"
+            "1:\n\t"
+            "prefetcht0 384(%[a])\n\t"
+            PIXRANK_STEP(0) PIXRANK_STEP(1) PIXRANK_STEP(2) PIXRANK_STEP(3)
+            "add $96, %[a]\n\t"
+            "add $256, %[b]\n\t"
+            "dec %[k]\n\t"
+            "jnz 1b\n\t"
+            PIXRANK_OPERANDS);
     }
-    for (; p < kc; ++p) {
-        PIXRANK_AVX2_STEP(0, 0)
-        a += MR;
-        b += NR;
+    k = kc % 4;
+    if (k > 0) {
+        __asm__ volatile(
+            "1:\n\t"
+            PIXRANK_STEP(0)
+            "add $24, %[a]\n\t"
+            "add $64, %[b]\n\t"
+            "dec %[k]\n\t"
+            "jnz 1b\n\t"
+            PIXRANK_OPERANDS);
     }
-#undef PIXRANK_AVX2_STEP
+#undef PIXRANK_OPERANDS
+#undef PIXRANK_STEP
+#undef PIXRANK_FMA_ROW
 
     __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
     const __m256 zero = _mm256_setzero_ps();

@@ -26,7 +26,7 @@ void kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, 
     const float* a = Ap;
     const float* b = Bp;
     for (int64_t p = 0; p < kc; ++p) {
-        _mm_prefetch(reinterpret_cast<const char*>(b + 512), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(a + 192), _MM_HINT_T0);
         const __m512 b0 = _mm512_load_ps(b);
         const __m512 b1 = _mm512_load_ps(b + 16);
 #pragma GCC unroll 12
