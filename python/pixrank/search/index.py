@@ -108,7 +108,7 @@ class _SharedLock:
     """
 
     __slots__ = ("_mutex", "_cond", "_readers", "_writer", "_writers_waiting", "_sleepers",
-                 "key", "_apply")
+                 "_switching", "key", "_apply")
 
     def __init__(self, apply):
         self._mutex = threading.Lock()
@@ -117,6 +117,7 @@ class _SharedLock:
         self._writer = False
         self._writers_waiting = 0
         self._sleepers = 0
+        self._switching = 0
         self.key = None
         self._apply = apply
 
@@ -131,15 +132,39 @@ class _SharedLock:
         m = self._mutex
         m.acquire()
         try:
-            while (self._writer or self._writers_waiting
-                   or (key is not None and self._readers and key != self.key)):
-                self._wait()
-            if key is not None and key != self.key:
+            if (self._writer or self._writers_waiting or self._switching
+                    or (key is not None and self._readers and key != self.key)):
+                self._acquire_read_slow(key)
+            elif key is not None and key != self.key:
                 self._apply(key)
                 self.key = key
             self._readers += 1
         finally:
             m.release()
+
+    def _acquire_read_slow(self, key):
+        """Wait (mutex held) until a reader with ``key`` may enter; then apply the key.
+
+        A reader that needs another key registers as switching, which holds back new readers
+        of the current key, so that it is not starved by a stream of them."""
+        switching = False
+        try:
+            while True:
+                if not (self._writer or self._writers_waiting):
+                    if key is None or not self._readers:
+                        break
+                    if key == self.key and not (self._switching and not switching):
+                        break
+                    if key != self.key and not switching:
+                        switching = True
+                        self._switching += 1
+                self._wait()
+        finally:
+            if switching:
+                self._switching -= 1
+        if key is not None and key != self.key:
+            self._apply(key)
+            self.key = key
 
     def release_read(self):
         m = self._mutex
