@@ -14,6 +14,7 @@ _COMMAND_MODULES = (
     "pixrank.apps.info_cmd",
     "pixrank.apps.train_cmd",
     "pixrank.apps.search_cmd",
+    "pixrank.apps.serve_cmd",
 )
 
 
