@@ -247,6 +247,24 @@ def test_matmul_nonfinite_propagates():
     assert y[0, 0] == np.inf
 
 
+def test_nan_propagates_through_every_op():
+    """A NaN is never silently turned into a number (ReLU keeps it, pooling picks it)."""
+    a = np.array([[np.nan, 1.0], [1.0, 1.0]], np.float32)
+    y = ops.matmul(a, np.eye(2), bias=[1.0, -5.0], relu=True)
+    assert np.isnan(y[0]).all() and y[1, 0] == 2.0 and y[1, 1] == 0.0
+    y = ops.conv2d(np.full((1, 2, 2, 1), np.nan), np.ones((1, 1, 1, 1)), relu=True)
+    assert np.isnan(y).all()
+    for pos in range(4):
+        x = np.arange(4, dtype=np.float32)
+        x[pos] = np.nan
+        y, arg = ops.max_pool2d(x.reshape(1, 2, 2, 1))
+        assert np.isnan(y).all() and arg.ravel()[0] == pos
+    p = ops.softmax([[np.nan, 1.0], [1.0, 2.0]])
+    assert np.isnan(p[0]).all() and np.isfinite(p[1]).all()
+    loss, d = ops.softmax_cross_entropy([[np.nan, 1.0], [1.0, 2.0]], [0, 1])
+    assert np.isnan(loss) and np.isnan(d[0]).all() and np.isfinite(d[1]).all()
+
+
 # --------------------------------------------------------------------------------------
 # linear_backward
 # --------------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ from reference import (
     max_pool2d_backward_ref,
     max_pool2d_ref,
     num_threads,
-    out_hw,
     resolve_pads,
     softmax_cross_entropy_ref,
     softmax_ref,

@@ -18,6 +18,12 @@ TOPK_CASES = [
     (5, 1031, 64, 1),
     (2, 5003, 33, 17),
     (13, 257, 513, 50),
+    # many queries (the threads split the queries) and k past the small-k insertion path
+    (131, 2000, 24, 10),
+    (200, 3001, 16, 100),
+    (3, 5003, 16, 100),
+    (1, 40_000, 8, 300),
+    (97, 1000, 300, 65),
 ]
 
 

@@ -19,6 +19,11 @@ Accepted dtypes
     holding whole numbers); bool labels raise ``TypeError``. Index arrays (``argmax``)
     must be integers.
 
+Non-finite values
+    NaN and inf in the data propagate as in numpy: a NaN reaching an output stays NaN
+    (the fused ReLU keeps it; a pooling window holding a NaN pools to NaN and points at
+    it). Labels must be finite, and :func:`cosine_topk` refuses non-finite vectors.
+
 Errors
     ``ValueError`` for a bad value or shape, ``TypeError`` for a bad kind of object; the
     message names the function, the argument, what was expected and what was received,
@@ -31,8 +36,6 @@ Padding (``im2col``, ``col2im``, ``conv2d``, ``conv2d_backward``)
     top and the rest, one more when odd, at the bottom; likewise left/right).
 """
 from __future__ import annotations
-
-import numbers
 
 import numpy as np
 
@@ -106,9 +109,10 @@ def _f32(x: np.ndarray) -> np.ndarray:
 
 
 def _int(fn: str, name: str, v, minimum: int) -> int:
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{fn}: {name} must be an int, got {type(v).__name__} {v!r}")
-    v = int(v)
+    if type(v) is not int:  # fast path for plain ints; bool is a subclass, refused below
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{fn}: {name} must be an int, got {type(v).__name__} {v!r}")
+        v = int(v)
     if v < minimum:
         raise ValueError(f"{fn}: {name} must be >= {minimum}, got {v}")
     return v
@@ -120,7 +124,7 @@ def _pair(fn: str, name: str, v, minimum: int) -> tuple[int, int]:
         if len(v) != 2:
             raise ValueError(f"{fn}: {name} must be an int or an (h, w) pair, got {v!r}")
         return _int(fn, f"{name}[0]", v[0], minimum), _int(fn, f"{name}[1]", v[1], minimum)
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
         raise TypeError(
             f"{fn}: {name} must be an int or an (h, w) pair of ints, "
             f"got {type(v).__name__} {v!r}"
@@ -179,7 +183,7 @@ def _pads(fn, padding, h, w, kh, kw, sh, sw) -> tuple[int, int, int, int]:
         raise ValueError(
             f"{fn}: padding must be an int, an (h, w) pair, 'same' or 'valid', got {padding!r}"
         )
-    if not isinstance(padding, (tuple, list, np.ndarray, numbers.Integral)) or isinstance(
+    if not isinstance(padding, (tuple, list, np.ndarray, int, np.integer)) or isinstance(
         padding, (bool, np.bool_)
     ):
         raise TypeError(
@@ -395,8 +399,10 @@ def linear_backward(x, w, dy, y=None, relu=False):
     Example:
         >>> from pixrank import ops
         >>> dx, dw, db = ops.linear_backward([[1, 2]], [[1], [1]], [[1]])
-        >>> dx, dw.ravel(), db
-        (array([[1., 1.]], dtype=float32), array([1., 2.], dtype=float32), array([1.], dtype=float32))
+        >>> dx
+        array([[1., 1.]], dtype=float32)
+        >>> dw.ravel(), db
+        (array([1., 2.], dtype=float32), array([1.], dtype=float32))
 
     Reference:
         D. E. Rumelhart, G. E. Hinton and R. J. Williams, "Learning representations by
@@ -425,7 +431,9 @@ def linear_backward(x, w, dy, y=None, relu=False):
         )
     if relu:
         if y is None:
-            raise ValueError(f"{fn}: y (the layer's output, shape ({m}, {n})) is required when relu=True")
+            raise ValueError(
+                f"{fn}: y (the layer's output, shape ({m}, {n})) is required when relu=True"
+            )
         y = _as_array(fn, "y", y)
         if y.shape != (m, n):
             raise ValueError(f"{fn}: y must have shape (M, N) = ({m}, {n}), got shape {y.shape}")
@@ -822,10 +830,11 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, y=None, relu=False):
 
 
 def max_pool2d(x, pool=2, stride=None):
-    """NHWC max pooling without padding: ``y[b, oh, ow, c] = max_{i<ph, j<pw} x[b, oh*sh + i, ow*sw + j, c]``.
+    """NHWC max pooling: ``y[b, oh, ow, c] = max_{i<ph, j<pw} x[b, oh*sh + i, ow*sw + j, c]``.
 
-    Also returns where each maximum came from, for the backward pass. ``OH = (H - ph) //
-    sh + 1`` (Keras' ``'valid'``; trailing rows/columns that fit no window are dropped).
+    No padding (Keras' ``'valid'``): ``OH = (H - ph) // sh + 1``, and trailing rows or
+    columns that fit no window are dropped. Also returns where each maximum came from, for
+    the backward pass.
 
     Args:
         x: ``(N, H, W, C)``.
@@ -1001,7 +1010,9 @@ def cosine_topk(queries, database, k):
             f"{queries.shape}, got shape {database.shape}"
         )
     if d < 1:
-        raise ValueError(f"{fn}: the vectors must have d >= 1 components, got queries of shape {queries.shape}")
+        raise ValueError(
+            f"{fn}: the vectors must have d >= 1 components, got queries of shape {queries.shape}"
+        )
     return _K.cosine_topk(_f32(queries), _f32(database), k)
 
 
