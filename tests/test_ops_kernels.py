@@ -3,7 +3,8 @@ oracles and the naive twin, the C++ side's own argument checks (no input reachab
 Python may crash the process), concurrency from Python threads, and ``adam_update``.
 
 ``pixrank.ops`` validates before calling these; here they are called directly with what
-ops would never pass, to prove the second line of defence.
+ops would never pass, to prove the second line of defence. (Named ``test_ops_*`` so that
+``.ci/sanitize.sh`` runs it under AddressSanitizer + UBSan too.)
 """
 from __future__ import annotations
 
