@@ -275,3 +275,38 @@ def test_adam_update_zero_gradient_keeps_params_without_decay():
     np.testing.assert_array_equal(p, before)
     np.testing.assert_array_equal(m, 0)
     np.testing.assert_array_equal(v, 0)
+
+
+# --------------------------------------------------------------------------------------
+# start-up: PIXRANK_SIMD and the default thread count (fresh interpreters)
+# --------------------------------------------------------------------------------------
+
+
+def _fresh(code, env_extra=None, preexec_fn=None):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PIXRANK_SIMD"}
+    env.update(env_extra or {})
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         preexec_fn=preexec_fn, timeout=120, check=True)
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize("name", ["generic", "avx2", "avx512"])
+def test_pixrank_simd_environment_variable(name):
+    code = "import pixrank._kernels as k; print(k.info()['simd'])"
+    if name in K.available_simd():
+        assert _fresh(code, {"PIXRANK_SIMD": name}) == name
+    else:  # not on this CPU: the detected best path is kept
+        assert _fresh(code, {"PIXRANK_SIMD": name}) == K.available_simd()[-1]
+
+
+def test_default_threads_follow_the_cpu_affinity():
+    import os
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 usable CPUs")
+    code = "import pixrank; print(pixrank.get_num_threads())"
+    assert _fresh(code, preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})) == "1"

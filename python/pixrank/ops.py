@@ -1040,7 +1040,17 @@ def set_num_threads(n) -> None:
 
 
 def get_num_threads() -> int:
-    """The number of threads the kernels use (default: the CPUs this process may use)."""
+    """The number of threads the kernels use.
+
+    The default is the number of CPUs this process may run on (its affinity mask, as
+    ``len(os.sched_getaffinity(0))``), read when the kernels load; ``OMP_NUM_THREADS``
+    does not change it, :func:`set_num_threads` does.
+
+    Example:
+        >>> import os, pixrank
+        >>> 1 <= pixrank.get_num_threads() <= 1024
+        True
+    """
     return int(_K.get_num_threads())
 
 
