@@ -88,7 +88,7 @@ def run_group(group: str, threads: list[int], quick: bool, refs_filter=None, log
 
 
 def run_suite(groups=GROUPS, threads=(1, 2), quick=False, out_dir=None, plots=True, log=print,
-              command: str | None = None) -> dict:
+              command: str | None = None, merge: bool = False) -> dict:
     """Run the suite and write the report; returns everything measured.
 
     Args:
@@ -97,6 +97,8 @@ def run_suite(groups=GROUPS, threads=(1, 2), quick=False, out_dir=None, plots=Tr
         quick: small sizes, one repeat (for the tests).
         out_dir: where ``BENCHMARKS.md``, ``results.json`` and the PNGs go (created).
         plots: draw the PNGs (needs matplotlib).
+        merge: keep the other groups of ``out_dir/results.json`` (from earlier runs, each
+            with its own command and date) and replace only the groups run now.
 
     Returns:
         ``{"machine", "groups": {name: [child results]}, "rows": [...], "files": [...]}``.
@@ -116,8 +118,24 @@ def run_suite(groups=GROUPS, threads=(1, 2), quick=False, out_dir=None, plots=Tr
     suite = {"machine": machine, "groups": {}, "quick": quick, "threads": threads,
              "command": command or "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
              "started": started.isoformat(timespec="seconds")}
+    if merge and out_dir is not None and os.path.exists(os.path.join(out_dir, "results.json")):
+        with open(os.path.join(out_dir, "results.json")) as f:
+            old = json.load(f)
+        if bool(old.get("quick")) != bool(quick):
+            raise ValueError("--merge: the results in the output folder are from a "
+                             f"{'quick' if old.get('quick') else 'full'} run; do not mix them")
+        for g in GROUPS:  # keep the suite's group order
+            if g in old.get("groups", {}) and g not in groups:
+                suite["groups"][g] = old["groups"][g]
     for g in groups:
-        suite["groups"][g] = run_group(g, threads, quick, log=log)
+        g0 = time.perf_counter()
+        res = run_group(g, threads, quick, log=log)
+        for r in res:
+            r["command"] = suite["command"]
+            r["started"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            r["group_seconds"] = time.perf_counter() - g0
+        suite["groups"][g] = res
+    suite["groups"] = {g: suite["groups"][g] for g in GROUPS if g in suite["groups"]}
     suite["seconds"] = time.perf_counter() - t0
     suite["rows"] = [r for g in suite["groups"].values() for res in g for r in res["rows"]]
     if out_dir is not None:
@@ -136,6 +154,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None,
                    help="output folder (default bench/results; with --quick a temporary folder)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other groups already in the output folder's results.json")
     a = p.parse_args(argv)
     groups = [g.strip() for g in a.only.split(",") if g.strip()]
     bad = [g for g in groups if g not in GROUPS]
@@ -147,7 +167,7 @@ def main(argv=None) -> int:
         p.error(f"--threads takes comma-separated ints, got {a.threads!r}")
     out = a.out or (tempfile.mkdtemp(prefix="pixrank-bench-") if a.quick else DEFAULT_OUT)
     try:
-        suite = run_suite(groups, threads, a.quick, out, plots=not a.no_plots,
+        suite = run_suite(groups, threads, a.quick, out, plots=not a.no_plots, merge=a.merge,
                           command="python -m bench " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:])))
     except ValueError as exc:
         p.error(str(exc))
