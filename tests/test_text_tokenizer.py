@@ -46,7 +46,7 @@ def _reference_ids(tok, text):
                 h = 0x811C9DC5
                 for b in g.encode():
                     h = ((h ^ b) * 0x01000193) % 2**32
-                if h % tok.buckets in tok.seen_buckets:
+                if g in tok.seen_ngrams:
                     out.append(v + h % tok.buckets)
     return out
 
@@ -81,6 +81,10 @@ def test_errors():
         tok.encode("  \t ,! ")
     with pytest.raises(UnknownQueryError, match="known"):
         tok.encode("zzqx vvyw")
+    # n-grams are matched as strings: a bucket collision never makes gibberish "seen"
+    big = Tokenizer.fit(["a dark ankle boot"], buckets=2)
+    with pytest.raises(UnknownQueryError):
+        big.encode("qqqq zzzz")
     with pytest.raises(TypeError):
         tok.encode(None)
     with pytest.raises(ValueError):

@@ -8,8 +8,9 @@ hyphens and apostrophes: ``"T-shirt"`` -> ``"t-shirt"``). Each word ``w`` contri
 * the ids of its character n-grams, ``n = min_n .. max_n``, taken from ``"<" + w + ">"``
   (``<`` and ``>`` mark the word's boundaries, so the prefix ``"<bo"`` differs from the
   inner ``"boo"``), each hashed with 32-bit FNV-1a over its UTF-8 bytes into one of
-  ``buckets`` buckets. Only buckets that occurred in the training texts are used: an
-  unseen bucket's embedding was never trained and would only add noise.
+  ``buckets`` buckets. Only n-grams that occurred in the training texts are used (the exact
+  n-gram strings are kept, so a hash collision never makes an unseen n-gram count as
+  seen): an unseen n-gram's bucket was never trained for it and would only add noise.
 
 Ids are laid out as ``[0, V)`` for the ``V`` known words and ``[V, V + buckets)`` for the
 buckets, so one embedding table of ``V + buckets`` rows serves both (an "embedding bag":
@@ -99,7 +100,7 @@ class Tokenizer:
         vocab: the known words, in id order (``vocab[i]`` has id ``i``).
         buckets: number of hash buckets ``B`` for the n-grams (ids ``V .. V+B-1``).
         min_n, max_n: n-gram lengths, counted with the ``<``/``>`` markers.
-        seen_buckets: the buckets that occurred in training; ``None`` means all.
+        seen_ngrams: the n-gram strings that occurred in training; ``None`` means all.
 
     Attributes:
         num_ids: ``V + B``, the number of rows an embedding table needs.
@@ -114,7 +115,7 @@ class Tokenizer:
     VERSION = 1
 
     def __init__(self, vocab: Sequence[str] = (), buckets: int = 16384, min_n: int = 3,
-                 max_n: int = 5, seen_buckets: Iterable[int] | None = None):
+                 max_n: int = 5, seen_ngrams: Iterable[str] | None = None):
         if not isinstance(buckets, (int, np.integer)) or buckets < 1:
             raise ValueError(f"Tokenizer: buckets must be a positive int, got {buckets!r}")
         if not (isinstance(min_n, (int, np.integer)) and isinstance(max_n, (int, np.integer))
@@ -127,25 +128,23 @@ class Tokenizer:
         self.buckets = int(buckets)
         self.min_n = int(min_n)
         self.max_n = int(max_n)
-        self.seen_buckets = None if seen_buckets is None else frozenset(int(b) for b in seen_buckets)
+        self.seen_ngrams = None if seen_ngrams is None else frozenset(str(g) for g in seen_ngrams)
         self._cache: dict[str, tuple[int, ...]] = {}
 
     # ------------------------------------------------------------------ building
     @classmethod
     def fit(cls, texts: Iterable[str], buckets: int = 16384, min_n: int = 3, max_n: int = 5) -> "Tokenizer":
         """Build the vocabulary (sorted, so ids do not depend on the order of ``texts``)
-        and the set of seen buckets from training texts."""
+        and the set of seen n-grams from training texts."""
         vocab: set[str] = set()
         for t in texts:
             vocab.update(words(t))
         if not vocab:
             raise ValueError("Tokenizer.fit: the training texts contain no words")
-        tok = cls(sorted(vocab), buckets=buckets, min_n=min_n, max_n=max_n, seen_buckets=None)
         seen = set()
-        for w in tok.vocab:
-            seen.update(tok.bucket(g) for g in char_ngrams(w, tok.min_n, tok.max_n))
-        tok.seen_buckets = frozenset(seen)
-        return tok
+        for w in vocab:
+            seen.update(char_ngrams(w, min_n, max_n))
+        return cls(sorted(vocab), buckets=buckets, min_n=min_n, max_n=max_n, seen_ngrams=seen)
 
     @property
     def num_words(self) -> int:
@@ -170,9 +169,8 @@ class Tokenizer:
             ids.append(wid)
         v = len(self.vocab)
         for g in char_ngrams(word, self.min_n, self.max_n):
-            b = self.bucket(g)
-            if self.seen_buckets is None or b in self.seen_buckets:
-                ids.append(v + b)
+            if self.seen_ngrams is None or g in self.seen_ngrams:
+                ids.append(v + self.bucket(g))
         out = tuple(ids)
         if len(self._cache) < 100_000:
             self._cache[word] = out
@@ -183,7 +181,7 @@ class Tokenizer:
 
         Returns:
             int64 array ``(n,)``, ``n >= 1``: for each word, its word id (if known) then
-            the ids of its seen n-gram buckets, words in text order.
+            the bucket ids of its n-grams seen in training, words in text order.
 
         Raises:
             TypeError: ``text`` is not a ``str``.
@@ -232,7 +230,7 @@ class Tokenizer:
             "format": self.FORMAT, "version": self.VERSION, "vocab": list(self.vocab),
             "buckets": self.buckets, "min_n": self.min_n, "max_n": self.max_n,
             "hash": "fnv1a_32",
-            "seen_buckets": None if self.seen_buckets is None else sorted(self.seen_buckets),
+            "seen_ngrams": None if self.seen_ngrams is None else sorted(self.seen_ngrams),
         }
 
     @classmethod
@@ -243,11 +241,11 @@ class Tokenizer:
             raise ValueError(f"Tokenizer.from_dict: unsupported version {d.get('version')!r} "
                              f"(this pixrank reads version {cls.VERSION})")
         return cls(d["vocab"], buckets=d["buckets"], min_n=d["min_n"], max_n=d["max_n"],
-                   seen_buckets=d["seen_buckets"])
+                   seen_ngrams=d["seen_ngrams"])
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Tokenizer) and self.to_dict() == other.to_dict()
 
     def __repr__(self) -> str:
         return (f"Tokenizer(words={len(self.vocab)}, buckets={self.buckets}, n={self.min_n}..{self.max_n}, "
-                f"seen_buckets={None if self.seen_buckets is None else len(self.seen_buckets)})")
+                f"seen_ngrams={None if self.seen_ngrams is None else len(self.seen_ngrams)})")
