@@ -226,18 +226,16 @@ void cosine_topk(int64_t Q, int64_t n, int64_t d, const float* queries, const fl
                     TopK& L = lists_here[static_cast<size_t>(qb + r)];
                     const float* srow = S + r * NB;
                     int64_t j = 0;
-                    if (L.have_thr) {
-                        // Fast rejection: most scores are below the current k-th best.
-                        const float t = L.thr_val;
-                        for (; j < nb; j += 16) {
-                            const int64_t e = std::min(nb, j + 16);
-                            bool any = false;
-                            for (int64_t u = j; u < e; ++u) any |= srow[u] >= t;
-                            if (!any) continue;
-                            for (int64_t u = j; u < e; ++u) L.offer(srow[u], nb0 + u);
-                        }
-                    } else {
-                        for (; j < nb; ++j) L.offer(srow[j], nb0 + j);
+                    while (j < nb && !L.have_thr) {
+                        L.offer(srow[j], nb0 + j);
+                        ++j;
+                    }
+                    // Fast rejection: most scores are below the current k-th best.
+                    while (j < nb) {
+                        j += uk.next_ge(srow + j, nb - j, L.thr_val);
+                        if (j >= nb) break;
+                        L.offer(srow[j], nb0 + j);
+                        ++j;
                     }
                 }
             }

@@ -26,6 +26,9 @@ constexpr int kRelu = 2;
 using UKernelFn = void (*)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int mr,
                            int nr, int flags, const float* bias);
 
+// Index of the first s[j] >= t in s[0..n), or n when there is none (the top-k scan's fast rejection).
+using NextGeFn = int64_t (*)(const float* s, int64_t n, float t);
+
 struct UKernel {
     const char* name;
     int mr;  // register tile rows
@@ -34,6 +37,7 @@ struct UKernel {
     int kc;  // depth of a packed block (sized so a B micro-panel stays in L1)
     int nc;  // columns of B packed per block (multiple of nr; sized for L3)
     UKernelFn fn;
+    NextGeFn next_ge;
 };
 
 namespace generic {

@@ -119,12 +119,26 @@ void kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, 
     }
 }
 
+int64_t next_ge(const float* s, int64_t n, float t) {
+    const __m256 tv = _mm256_set1_ps(t);
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        const __m256 m0 = _mm256_cmp_ps(_mm256_loadu_ps(s + j), tv, _CMP_GE_OQ);
+        const __m256 m1 = _mm256_cmp_ps(_mm256_loadu_ps(s + j + 8), tv, _CMP_GE_OQ);
+        const int bits = _mm256_movemask_ps(m0) | (_mm256_movemask_ps(m1) << 8);
+        if (bits) return j + __builtin_ctz(static_cast<unsigned>(bits));
+    }
+    for (; j < n; ++j)
+        if (s[j] >= t) return j;
+    return n;
+}
+
 }  // namespace
 
 const UKernel& ukernel() {
     // Blocking for 32-48 KiB L1d / 512 KiB-1 MiB L2 (Zen 3/4/5, Haswell+): A block 144 x 256 floats
     // (144 KiB) stays in L2, a B micro-panel 256 x 16 floats (16 KiB) in L1, the B block in L3.
-    static const UKernel k{"avx2", MR, NR, /*mc=*/144, /*kc=*/256, /*nc=*/4080, &kernel};
+    static const UKernel k{"avx2", MR, NR, /*mc=*/144, /*kc=*/256, /*nc=*/4080, &kernel, &next_ge};
     return k;
 }
 

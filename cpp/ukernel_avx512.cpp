@@ -85,12 +85,26 @@ void kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, 
     }
 }
 
+int64_t next_ge(const float* s, int64_t n, float t) {
+    const __m512 tv = _mm512_set1_ps(t);
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        const unsigned m0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + j), tv, _CMP_GE_OQ);
+        const unsigned m1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + j + 16), tv, _CMP_GE_OQ);
+        const unsigned bits = m0 | (m1 << 16);
+        if (bits) return j + __builtin_ctz(bits);
+    }
+    for (; j < n; ++j)
+        if (s[j] >= t) return j;
+    return n;
+}
+
 }  // namespace
 
 const UKernel& ukernel() {
     // Blocking for 48 KiB L1d / 1-2 MiB L2 (Zen 4/5, Skylake-X+): A block 192 x 256 floats (192 KiB)
     // in L2, a B micro-panel 256 x 32 floats (32 KiB) in L1, the B block in L3.
-    static const UKernel k{"avx512", MR, NR, /*mc=*/192, /*kc=*/256, /*nc=*/4096, &kernel};
+    static const UKernel k{"avx512", MR, NR, /*mc=*/192, /*kc=*/256, /*nc=*/4096, &kernel, &next_ge};
     return k;
 }
 

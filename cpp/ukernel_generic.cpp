@@ -33,10 +33,22 @@ void kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, 
     }
 }
 
+int64_t next_ge(const float* s, int64_t n, float t) {
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {  // branch-free blocks of 8 (vectorisable), then locate
+        bool any = false;
+        for (int u = 0; u < 8; ++u) any |= s[j + u] >= t;
+        if (any) break;
+    }
+    for (; j < n; ++j)
+        if (s[j] >= t) return j;
+    return n;
+}
+
 }  // namespace
 
 const UKernel& ukernel() {
-    static const UKernel k{"generic", MR, NR, /*mc=*/128, /*kc=*/256, /*nc=*/4096, &kernel};
+    static const UKernel k{"generic", MR, NR, /*mc=*/128, /*kc=*/256, /*nc=*/4096, &kernel, &next_ge};
     return k;
 }
 
