@@ -7,7 +7,8 @@
 * ``cnn``: Conv2D(32, 3, relu, same) -> MaxPool2D -> Conv2D(64, 3, relu, same) -> MaxPool2D
   -> Flatten -> Dense(128, relu) -> Dense(10, softmax).
 
-Both train with Adam (``--lr``, default 1e-3) on sparse categorical cross-entropy (the
+Both train with Adam (``--lr``, default 1e-3, decayed to 0 over the run by a cosine schedule
+unless ``--schedule constant``) on sparse categorical cross-entropy (the
 softmax output trains through the fused softmax cross-entropy kernel on its logits), print
 the progress bar, the seconds per epoch and the final test accuracy, and save the model.
 
@@ -77,7 +78,11 @@ def _train(args) -> int:
     folder, (xtr, ytr), (xte, yte) = _load(args.data)
     print(f"data: {folder} ({len(xtr)} train, {len(xte)} test images)")
     model = build_model(args.model)
-    model.compile(optimizer=optimizers.Adam(args.lr), loss="sparse_categorical_crossentropy",
+    lr = args.lr
+    if args.schedule == "cosine":
+        steps = -(-len(xtr) // args.batch_size) * args.epochs
+        lr = optimizers.schedules.CosineDecay(args.lr, decay_steps=steps)
+    model.compile(optimizer=optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     if args.verbose:
         model.summary()
@@ -129,6 +134,8 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+                   help="learning-rate schedule: cosine decay to 0 over the run (default) or constant")
     p.add_argument("--data", default=None, help="folder with the four IDX files (default: $PIXRANK_DATA, "
                    "/usr/share/datasets/fashion-mnist, else the embedded sample)")
     p.add_argument("--seed", type=int, default=None, help="random seed (repeatable run)")

@@ -140,10 +140,6 @@ class Model(Layer):
                                     "kwargs": {k: _spec(v) for k, v in kwargs.items()}}
         return super().__call__(inputs, *args, training=training, **kwargs)
 
-    def _tracked(self):
-        for v in super()._tracked():
-            yield v
-
     # ---------------------------------------------------------------- compile
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, **kwargs):
         """Configure training.
@@ -545,10 +541,8 @@ class Sequential(Model):
 
     def build(self, input_shape=None):
         """Build all layers for ``input_shape`` (with or without the batch axis)."""
-        if input_shape is not None:
-            shape = tuple(input_shape)
-            if self._pxr_example_shape is None:
-                self._pxr_example_shape = shape[1:] if len(shape) > 1 and shape[0] is None else shape[1:]
+        if input_shape is not None and self._pxr_example_shape is None:
+            self._pxr_example_shape = tuple(input_shape)[1:]
         if self._pxr_example_shape is not None:
             with ag.no_grad():
                 self(np.zeros((1,) + tuple(d or 1 for d in self._pxr_example_shape), np.float32), training=False)
