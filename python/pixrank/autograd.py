@@ -178,7 +178,8 @@ class Tensor:
         for t, g in leaves:
             if g.shape != t.data.shape:
                 g = np.broadcast_to(g, t.data.shape)
-            t.grad = g.astype(_F32, copy=False) if t.grad is None else t.grad + g
+            # own, writable copies: a gradient array may be shared between leaves (add)
+            t.grad = np.array(g, dtype=_F32) if t.grad is None else t.grad + g
 
     # ---- operators
     def __add__(self, o): return add(self, o)
