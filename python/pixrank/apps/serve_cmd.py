@@ -106,6 +106,9 @@ def cmd_serve(args) -> int:
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it handled once it has shut down
+        pass
     finally:
         sock.close()
+    print("pixrank serve: stopped", flush=True)
     return 0
