@@ -29,7 +29,10 @@ const float* masked_grad(int64_t rows, int64_t cols, const float* dy, const floa
     const int64_t total = rows * cols;
     float* g = tl_grad.get(static_cast<size_t>(std::max<int64_t>(total, 1)));
     parallel_for(total, 65536, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) g[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        for (int64_t i = b; i < e; ++i) {  // branch-free (vectorised): the mask is data-dependent
+            const float d = dy[i];
+            g[i] = y[i] > 0.0f ? d : 0.0f;
+        }
     });
     return g;
 }
