@@ -322,3 +322,18 @@ def test_learning_rate_scheduler(sample):
     h = model.fit(x[:64], y[:64], epochs=3, verbose=0,
                   callbacks=[callbacks.LearningRateScheduler(lambda epoch, lr: 0.1 * 0.5 ** epoch)])
     assert h.history["learning_rate"] == [0.1, 0.05, 0.025]
+
+
+def test_keras_namespace():
+    """The names Keras programs use resolve through ``import pixrank as keras``."""
+    for name in ("Dense", "Flatten", "Conv2D", "MaxPool2D", "MaxPooling2D", "Dropout", "BatchNormalization",
+                 "GlobalAveragePooling2D", "Activation", "Add", "Embedding", "Reshape", "InputLayer", "Input"):
+        assert hasattr(keras.layers, name), name
+    assert keras.layers.MaxPooling2D is keras.layers.MaxPool2D
+    assert keras.optimizers.schedules.CosineDecay and keras.optimizers.AdamW and keras.optimizers.SGD
+    assert keras.callbacks.EarlyStopping and keras.callbacks.ModelCheckpoint and keras.callbacks.TerminateOnNaN
+    assert keras.initializers.HeNormal and keras.initializers.GlorotUniform
+    assert keras.metrics.SparseTopKCategoricalAccuracy and keras.losses.MeanSquaredError
+    model = keras.Sequential([keras.layers.Input(shape=(4,)),
+                              keras.layers.Dense(2)])
+    assert model.built and len(model.layers) == 1 and model.layers[0].kernel.shape == (4, 2)
