@@ -67,7 +67,6 @@ __all__ = [
 ]
 
 _F32 = np.dtype(np.float32)
-_I64 = np.dtype(np.int64)
 _NUMERIC_KINDS = "fiub"
 # Largest element count accepted for an array the kernels must allocate: keeps every
 # byte count well inside int64 so that no size computation on the C++ side can overflow.
@@ -120,7 +119,9 @@ def _int(fn: str, name: str, v, minimum: int) -> int:
 
 def _pair(fn: str, name: str, v, minimum: int) -> tuple[int, int]:
     """An int or an ``(h, w)`` pair of ints, each ``>= minimum``."""
-    if isinstance(v, (tuple, list, np.ndarray)):
+    if isinstance(v, np.ndarray):
+        v = v.tolist()  # 0-d -> int, 1-d -> list
+    if isinstance(v, (tuple, list)):
         if len(v) != 2:
             raise ValueError(f"{fn}: {name} must be an int or an (h, w) pair, got {v!r}")
         return _int(fn, f"{name}[0]", v[0], minimum), _int(fn, f"{name}[1]", v[1], minimum)
@@ -152,7 +153,9 @@ def _image_shape(fn: str, name: str, x: np.ndarray) -> tuple[int, int, int, int]
 
 def _x_shape(fn: str, x_shape) -> tuple[int, int, int, int]:
     """The ``x_shape`` argument of the adjoint ops: 4 ints (B >= 0; H, W, C >= 1)."""
-    if not isinstance(x_shape, (tuple, list, np.ndarray)):
+    if isinstance(x_shape, np.ndarray):
+        x_shape = x_shape.tolist()
+    if not isinstance(x_shape, (tuple, list)):
         raise TypeError(
             f"{fn}: x_shape must be a tuple of 4 ints (N, H, W, C), "
             f"got {type(x_shape).__name__} {x_shape!r}"
