@@ -246,6 +246,42 @@ def test_like_searches_by_an_indexed_items_image(client, ref, sample):
     assert scores == sorted(scores, reverse=True)
 
 
+def test_an_engine_of_image_files(tmp_path, ref, sample):
+    """Thumbnails of image files: shrunk to fit 256x256, small ones magnified by an integer
+    factor (30x60 -> 60x120), EXIF orientation applied; like=<id>
+    finds the file itself; a file that vanished since indexing gives 404, never a 500."""
+    from pixrank.search.engine import Engine
+    from pixrank.serve import create_app
+    _, (xt, _) = sample
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    Image.fromarray(xt[0]).save(folder / "a.png")
+    Image.fromarray(xt[1]).resize((600, 300)).convert("RGB").save(folder / "wide.jpg", quality=90)
+    rot = Image.fromarray(xt[2]).resize((60, 30)).convert("RGB")
+    exif = rot.getexif()
+    exif[0x0112] = 6  # stored landscape, shown rotated by 90 degrees: 30 wide, 60 tall
+    rot.save(folder / "rotated.jpg", exif=exif, quality=90)
+    Image.fromarray(xt[3]).save(folder / "gone.png")
+    eng = Engine(ref.image_model, ref.text_model)
+    assert eng.index_images(str(folder)).added == 4
+    ids = {os.path.basename(r.source): r.id for r in eng.catalog.records()}
+    with TestClient(create_app(eng), base_url=BASE) as c:
+        sizes = {}
+        for name in ("a.png", "wide.jpg", "rotated.jpg"):
+            t = c.get(f"/thumb/{ids[name]}.png")
+            assert t.status_code == 200, t.text
+            px = decode_png(t.content)
+            sizes[name] = px.shape[1], px.shape[0]
+        assert sizes == {"a.png": (112, 112), "wide.jpg": (256, 128), "rotated.jpg": (60, 120)}
+        r = c.get("/api/search", params={"like": ids["a.png"], "k": 4}).json()["results"]
+        assert r[0]["id"] == ids["a.png"] and r[0]["score"] == pytest.approx(1.0, abs=1e-4)
+        assert r[0]["source"] == str(folder / "a.png")
+        os.remove(folder / "gone.png")
+        assert_error(c.get(f"/thumb/{ids['gone.png']}.png"), 404, "not available")
+        assert_error(c.get("/api/search", params={"like": ids["gone.png"]}), 404, "not available")
+    eng.close()
+
+
 # ----------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("params, status, fragments", [
@@ -404,6 +440,20 @@ def test_cli_serve_refuses_a_missing_or_corrupt_engine(tmp_path, capsys):
     (bad / "engine.json").write_text(json.dumps({"format": "pixrank.engine", "version": 1}))
     assert main(["serve", "--engine", str(bad)]) == 2
     assert "pixrank serve: error:" in capsys.readouterr().err
+
+
+def test_cli_serve_finds_the_engine_in_a_demo_folder(engine_dir, capsys, monkeypatch):
+    """Given the folder `pixrank demo --out DIR` wrote, serve uses DIR/engine (checked up to the
+    port: the port is taken, so it stops there with status 2)."""
+    from pixrank.cli import main
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(1)
+        port = blocker.getsockname()[1]
+        assert main(["serve", "--engine", os.path.dirname(engine_dir), "--port", str(port)]) == 2
+    out, err = capsys.readouterr()
+    assert f"using the engine in {engine_dir}" in out
+    assert f"cannot listen on 127.0.0.1:{port}" in err
 
 
 def test_cli_serve_port_in_use(engine_dir, capsys):

@@ -5,8 +5,9 @@
     pixrank serve --engine DIR [--host 127.0.0.1] [--port 8000] [--log-level info]
 
 The engine folder (written by ``pixrank demo --out DIR`` into ``DIR/engine``, or by
-``pixrank index``) is loaded once, before the server starts: a missing or corrupt folder
-prints ``pixrank serve: error: ...`` and exits with status 2, as does a port that cannot be
+``pixrank index``; given ``DIR`` itself, its ``engine/`` sub-folder is used) is loaded
+once, before the server starts: a missing or corrupt folder prints
+``pixrank serve: error: ...`` and exits with status 2, as does a port that cannot be
 listened on. ``--port 0`` picks a free port (the URL is printed). The server binds to
 127.0.0.1 by default; ``--host 0.0.0.0`` makes it reachable from other machines (it has no
 authentication; a warning says so).
@@ -86,9 +87,15 @@ def cmd_serve(args) -> int:
 
     from pixrank.serve import create_app
 
+    import os
+    folder = args.engine
+    if not os.path.isfile(os.path.join(folder, "engine.json")) and \
+            os.path.isfile(os.path.join(folder, "engine", "engine.json")):
+        folder = os.path.join(folder, "engine")  # the output folder of `pixrank demo --out DIR`
+        print(f"pixrank serve: using the engine in {folder}", flush=True)
     loopback = args.host in _LOOPBACK_NAMES
     # loaded once, now: a missing or corrupt folder fails here (exit 2), before anything is served
-    app = create_app(args.engine, allowed_hosts=None if loopback else ["*"])
+    app = create_app(folder, allowed_hosts=None if loopback else ["*"])
     svc = app.state.service
     try:
         sock = _listen(args.host, args.port)

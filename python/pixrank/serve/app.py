@@ -14,9 +14,9 @@ Routes (all ``GET`` routes also answer ``HEAD``):
                                   image; the item itself comes first)
 ``POST /api/search/image``        query by an uploaded image: ``multipart/form-data`` with a
                                   file field ``image`` (and optionally a field ``k``, or ``?k=``)
-``GET /thumb/{id}.png``           the item's image as PNG (28x28 data-set images are drawn 4x
-                                  larger, pixel for pixel; image files are shrunk to fit
-                                  256x256, EXIF orientation applied)
+``GET /thumb/{id}.png``           the item's image as PNG: shrunk to fit 256x256 (EXIF
+                                  orientation applied); images under 112 pixels are magnified
+                                  by an integer factor, pixel for pixel (28x28 -> 112x112)
 ================================  ===========================================================
 
 A search answers::
@@ -84,7 +84,7 @@ STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 #: a thumbnail of an image file fits in this square (pixels)
 THUMB_BOX = 256
-#: small data-set images are magnified (nearest neighbour) to at least this size (pixels)
+#: smaller images are magnified (nearest neighbour, integer factor) to at least this size (pixels)
 THUMB_MIN = 112
 #: multipart overhead allowed on top of the image bytes (headers, boundary, a ``k`` field)
 _FORM_OVERHEAD = 64 * 1024
@@ -239,10 +239,11 @@ class _Service:
             if isinstance(src, (str, os.PathLike)):
                 img = load_image(src)
                 img.thumbnail((THUMB_BOX, THUMB_BOX))
-                scale = 1
+                side = max(img.size)
             else:
                 img = np.asarray(src)
-                scale = max(1, -(-THUMB_MIN // max(img.shape[:2])))
+                side = max(img.shape[:2])
+            scale = max(1, -(-THUMB_MIN // max(1, side)))  # small images: magnified pixel for pixel
             sheet = contact_sheet([img], cols=1, scale=scale, pad=0)
         except FileNotFoundError:
             raise APIError(404, f"the image of item {item_id} is no longer available") from None

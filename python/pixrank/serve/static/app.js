@@ -64,6 +64,7 @@ async function run(kind, fetcher, urlState) {
     render(data);
     if (urlState !== undefined) history.replaceState(null, "", urlState);
   } catch (e) {
+    $("results").replaceChildren();  // never leave the previous query's results under an error
     setStatus(""); setError(e.message);
   }
 }
