@@ -541,3 +541,91 @@ def test_every_public_function_is_documented():
         doc = getattr(ops, name).__doc__
         for section in ("Args:", "Shape:", "Returns:", "Raises:", "Example:", "Reference:"):
             assert section in doc, (name, section)
+
+
+# --------------------------------------------------------------------------------------
+# every op: unusual buffers in, fresh arrays out, inputs untouched
+# --------------------------------------------------------------------------------------
+
+
+def _misaligned(a):
+    """A C-contiguous copy of ``a`` whose data pointer is not aligned to its itemsize."""
+    a = np.ascontiguousarray(a)
+    buf = bytearray(a.nbytes + 1)
+    out = np.frombuffer(buf, dtype=a.dtype, offset=1, count=a.size).reshape(a.shape)
+    out[...] = a
+    assert not out.flags.aligned
+    return out
+
+
+def _readonly(a):
+    a = np.array(a)
+    a.setflags(write=False)
+    return a
+
+
+def _all_ops_calls(rng):
+    """(name, function, args) covering every op, with float32 C-contiguous inputs."""
+    x = rng.standard_normal((2, 6, 5, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    y = ops.conv2d(x, w, padding="same", relu=True)
+    cols = ops.im2col(x, 3, 3, padding=1)
+    a = rng.standard_normal((7, 5)).astype(np.float32)
+    b = rng.standard_normal((5, 3)).astype(np.float32)
+    z = rng.standard_normal((7, 3)).astype(np.float32)
+    pooled, arg = ops.max_pool2d(x)
+    labels = np.array([0, 2, 1, 1, 0, 2, 2])
+    return [
+        ("matmul", ops.matmul, (a, b, np.ones(3, np.float32), True)),
+        ("linear_backward", ops.linear_backward, (a, b, z, np.abs(z), True)),
+        ("softmax", ops.softmax, (z,)),
+        ("log_softmax", ops.log_softmax, (z,)),
+        ("softmax_cross_entropy", ops.softmax_cross_entropy, (z, labels)),
+        ("im2col", ops.im2col, (x, 3, 3, 1, 1)),
+        ("col2im", ops.col2im, (cols, x.shape, 3, 3, 1, 1)),
+        ("conv2d", ops.conv2d, (x, w, np.ones(4, np.float32), 1, "same", True)),
+        ("conv2d_backward", ops.conv2d_backward, (x, w, y, 1, "same", y, True)),
+        ("max_pool2d", ops.max_pool2d, (x,)),
+        ("max_pool2d_backward", ops.max_pool2d_backward, (pooled, arg, x.shape)),
+        ("cosine_topk", ops.cosine_topk, (a, z.T @ np.ones((7, 5), np.float32), 2)),
+    ]
+
+
+def _arrays(out):
+    return [t for t in (out if isinstance(out, tuple) else (out,)) if isinstance(t, np.ndarray)]
+
+
+@pytest.mark.parametrize("variant", ["misaligned", "readonly", "big-endian"])
+def test_every_op_accepts_unusual_buffers(rng, variant):
+    """Misaligned, read-only and byte-swapped arrays give the same results as plain ones."""
+    for name, fn, args in _all_ops_calls(rng):
+        want = fn(*args)
+        changed = []
+        for arg in args:
+            if isinstance(arg, np.ndarray) and arg.ndim:
+                if variant == "misaligned":
+                    arg = _misaligned(arg)
+                elif variant == "readonly":
+                    arg = _readonly(arg)
+                else:
+                    arg = arg.astype(arg.dtype.newbyteorder(">"))
+            changed.append(arg)
+        got = fn(*changed)
+        if name == "softmax_cross_entropy":
+            assert got[0] == want[0]
+        for g, e in zip(_arrays(got), _arrays(want)):
+            np.testing.assert_array_equal(g, e, err_msg=f"{name} ({variant})")
+
+
+def test_every_op_returns_fresh_arrays_and_leaves_inputs_alone(rng):
+    for name, fn, args in _all_ops_calls(rng):
+        before = [np.copy(t) if isinstance(t, np.ndarray) else t for t in args]
+        out = fn(*args)
+        for t, saved in zip(args, before):
+            if isinstance(t, np.ndarray):
+                np.testing.assert_array_equal(t, saved, err_msg=f"{name} modified an input")
+        for o in _arrays(out):
+            assert o.flags.c_contiguous and o.flags.writeable and o.flags.aligned, name
+            for t in args:
+                if isinstance(t, np.ndarray):
+                    assert not np.shares_memory(o, t), f"{name} returned a view of an input"

@@ -103,8 +103,18 @@ def _ndim(fn: str, name: str, x: np.ndarray, ndim: int, layout: str) -> None:
 
 
 def _f32(x: np.ndarray) -> np.ndarray:
-    """C-contiguous float32 view or copy (no copy when ``x`` already is one)."""
-    return np.ascontiguousarray(x, dtype=np.float32)
+    """C-contiguous, aligned float32 (no copy when ``x`` already is one)."""
+    return _contiguous(x, np.float32)
+
+
+def _contiguous(x: np.ndarray, dtype) -> np.ndarray:
+    """``x`` as a C-contiguous, aligned array of ``dtype``, copying only when needed.
+
+    ``np.ascontiguousarray`` alone keeps a misaligned buffer (e.g. ``np.frombuffer`` at an
+    odd offset) as it is; the kernels need aligned data, so such arrays are copied.
+    """
+    x = np.ascontiguousarray(x, dtype=dtype)
+    return x if x.flags.aligned else x.copy()
 
 
 def _int(fn: str, name: str, v, minimum: int) -> int:
@@ -238,11 +248,11 @@ def _gemm_operand(x: np.ndarray, trans: bool) -> tuple[np.ndarray, bool]:
     flipped: no copy for float32, and a single converting pass otherwise.
     """
     if x.flags.c_contiguous:
-        return (x if x.dtype == _F32 else x.astype(np.float32)), trans
+        return (x if x.dtype == _F32 and x.flags.aligned else x.astype(np.float32)), trans
     if x.flags.f_contiguous:
         xt = x.T
-        return (xt if xt.dtype == _F32 else xt.astype(np.float32)), not trans
-    return np.ascontiguousarray(x, dtype=np.float32), trans
+        return (xt if xt.dtype == _F32 and xt.flags.aligned else xt.astype(np.float32)), not trans
+    return _f32(x), trans
 
 
 def _labels(fn: str, labels, n: int, c: int) -> np.ndarray:
@@ -294,7 +304,7 @@ def _labels(fn: str, labels, n: int, c: int) -> np.ndarray:
         raise ValueError(
             f"{fn}: labels must lie in [0, C) = [0, {c}), got {labels[i]} at index {i}"
         )
-    return np.ascontiguousarray(labels, dtype=np.int64)
+    return _contiguous(labels, np.int64)
 
 
 # --------------------------------------------------------------------------------------
@@ -952,7 +962,7 @@ def max_pool2d_backward(dy, argmax, x_shape) -> np.ndarray:
                 f"{argmax[pos]} at position {tuple(int(p) for p in pos)}"
             )
     return _K.max_pool2d_backward(
-        _f32(dy), np.ascontiguousarray(argmax, dtype=np.int64), b, h, w, c
+        _f32(dy), _contiguous(argmax, np.int64), b, h, w, c
     )
 
 
