@@ -217,6 +217,11 @@ def test_embedding_bag(rng, mode):
         if mode == "mean" and bag:
             ref = ref / len(bag)
         np.testing.assert_allclose(out[i], ref, rtol=1e-5, atol=1e-6)
+    trailing = ag.embedding_bag(ids, np.array([0, 6, 6]), table, mode).data  # empty bags at the end
+    np.testing.assert_allclose(trailing[0], table[ids].mean(0) if mode == "mean" else table[ids].sum(0), rtol=1e-5)
+    assert np.all(trailing[1:] == 0)
+    assert np.all(ag.embedding_bag(np.zeros(0, np.int64), np.array([0, 0]), table, mode).data == 0)
+    check_fn(lambda tb: ag.embedding_bag(ids, np.array([0, 0, 2, 6, 6]), tb, mode), [table])
     with pytest.raises(ValueError, match="offsets"):
         ag.embedding_bag(ids, np.array([1, 3]), table)
     with pytest.raises(ValueError, match="offsets"):

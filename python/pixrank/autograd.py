@@ -910,6 +910,23 @@ def _check_ids(name, ids: np.ndarray, n: int) -> np.ndarray:
     return ids
 
 
+def _row_scatter_plan(flat_ids: np.ndarray):
+    """Sort-and-segment plan for adding rows into a table by id (faster than ``np.add.at``)."""
+    order = np.argsort(flat_ids, kind="stable")
+    sid = flat_ids[order]
+    first = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]]) if len(sid) else np.zeros(0, np.int64)
+    return order, first, sid[first]
+
+
+def _scatter_rows(plan, rows: np.ndarray, shape) -> np.ndarray:
+    """``out[ids[i]] += rows[i]`` into zeros of ``shape`` using a :func:`_row_scatter_plan`."""
+    order, first, uniq = plan
+    out = np.zeros(shape, dtype=_F32)
+    if len(order):
+        out[uniq] = np.add.reduceat(rows[order], first, axis=0)
+    return out
+
+
 def embedding(ids, table) -> Tensor:
     """Row lookup ``table[ids]``: ids any integer shape ``S``, table ``(V, D)`` -> ``S + (D,)``.
 
@@ -926,12 +943,10 @@ def embedding(ids, table) -> Tensor:
     if not _needs(table):
         return Tensor(y)
     shape = table.data.shape
-    flat = ids.reshape(-1)
+    plan = _row_scatter_plan(ids.reshape(-1))
 
     def backward(g):
-        gt = np.zeros(shape, dtype=_F32)
-        np.add.at(gt, flat, g.reshape(-1, shape[1]))
-        return (gt,)
+        return (_scatter_rows(plan, g.reshape(-1, shape[1]), shape),)
 
     return _make(y, backward, (table,))
 
@@ -965,23 +980,24 @@ def embedding_bag(ids, offsets, table, mode: str = "mean") -> Tensor:
         raise ValueError(f"embedding_bag: offsets must start at 0, be non-decreasing and <= len(ids)={T}, "
                          f"got {off.tolist() if B <= 10 else off}")
     lengths = np.diff(np.append(off, T)).astype(np.int64)
-    seg = np.repeat(np.arange(B), lengths)
     D = table.data.shape[1]
-    rows = table.data[ids]
     y = np.zeros((B, D), dtype=_F32)
-    np.add.at(y, seg, rows)
+    full = lengths > 0
+    if T:
+        # each non-empty bag's segment ends where the next non-empty one starts
+        y[full] = np.add.reduceat(table.data[ids], off[full], axis=0)
     scale = (1.0 / np.maximum(lengths, 1)).astype(_F32)[:, None] if mode == "mean" else None
     if scale is not None:
         y *= scale
     if not _needs(table):
         return Tensor(y)
     shape = table.data.shape
+    seg = np.repeat(np.arange(B), lengths)
+    plan = _row_scatter_plan(ids)
 
     def backward(g):
         gr = (g * scale)[seg] if scale is not None else g[seg]
-        gt = np.zeros(shape, dtype=_F32)
-        np.add.at(gt, ids, gr)
-        return (gt,)
+        return (_scatter_rows(plan, gr, shape),)
 
     return _make(y, backward, (table,))
 
