@@ -468,6 +468,7 @@ def test_cli_serve_port_in_use(engine_dir, capsys):
 
 def test_cli_serve_without_the_web_extra(engine_dir, capsys, monkeypatch):
     import importlib.util
+
     from pixrank.cli import main
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))

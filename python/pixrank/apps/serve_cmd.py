@@ -64,6 +64,7 @@ def _require_web_stack():
 def _listen(host: str, port: int):
     """A bound TCP socket for ``host:port`` (uvicorn starts listening on it)."""
     import socket
+
     from pixrank.cli import CLIError
     try:
         infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -83,11 +84,11 @@ def _listen(host: str, port: int):
 
 def cmd_serve(args) -> int:
     _require_web_stack()
+    import os
+
     import uvicorn
 
     from pixrank.serve import create_app
-
-    import os
     folder = args.engine
     if not os.path.isfile(os.path.join(folder, "engine.json")) and \
             os.path.isfile(os.path.join(folder, "engine", "engine.json")):

@@ -18,7 +18,7 @@ See :mod:`pixrank.serve.app` for the routes and their errors.
 """
 from __future__ import annotations
 
-__all__ = ["create_app", "MAX_K", "DEFAULT_K", "MAX_UPLOAD_BYTES", "MAX_QUERY_CHARS", "MAX_IMAGE_PIXELS"]
+__all__ = ["DEFAULT_K", "MAX_IMAGE_PIXELS", "MAX_K", "MAX_QUERY_CHARS", "MAX_UPLOAD_BYTES", "create_app"]
 
 #: the most results one request may ask for
 MAX_K = 200

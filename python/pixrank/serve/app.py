@@ -74,10 +74,15 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from pixrank.serve import (DEFAULT_K, MAX_IMAGE_PIXELS, MAX_K, MAX_QUERY_CHARS,
-                           MAX_UPLOAD_BYTES)
+from pixrank.serve import (
+    DEFAULT_K,
+    MAX_IMAGE_PIXELS,
+    MAX_K,
+    MAX_QUERY_CHARS,
+    MAX_UPLOAD_BYTES,
+)
 
-__all__ = ["create_app", "APIError", "LOOPBACK_HOSTS"]
+__all__ = ["LOOPBACK_HOSTS", "APIError", "create_app"]
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 #: the ``Host`` names accepted by default (plus "testserver", Starlette's TestClient default)
@@ -212,7 +217,7 @@ class _Service:
                     fmt, (w, h) = im.format, im.size
         except Image.DecompressionBombError:
             raise APIError(413, f"{name!r} is too large an image to decode safely") from None
-        except Exception:  # UnidentifiedImageError, truncated headers, ...
+        except Exception:  # noqa: BLE001 - UnidentifiedImageError, truncated headers, plugin errors
             raise APIError(415, f"{name!r} is not an image file Pillow can read "
                                 f"(PNG, JPEG, WebP, BMP, GIF, TIFF ...)") from None
         if w * h > self.max_image_pixels:
@@ -232,8 +237,9 @@ class _Service:
         return res, ms, {"width": int(w), "height": int(h), "format": fmt}
 
     def _thumb_png(self, item_id: int) -> bytes:
-        from pixrank.data.images import contact_sheet, load_image
         import numpy as np
+
+        from pixrank.data.images import contact_sheet, load_image
         src = self.image_of(item_id)
         try:
             if isinstance(src, (str, os.PathLike)):
@@ -395,7 +401,7 @@ def create_app(engine, *, max_k: int = MAX_K, default_k: int = DEFAULT_K,
             form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
         except HTTPException as exc:  # Starlette's MultiPartException -> 400
             raise APIError(400, f"malformed multipart upload: {exc.detail}") from None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - python-multipart errors Starlette does not wrap
             raise APIError(400, f"malformed multipart upload ({type(exc).__name__})") from None
         try:
             upload = form.get("image")
