@@ -357,6 +357,24 @@ def test_upload_limits_without_content_length(engine_dir, ref, sample):
     assert len(ref.search_text("bag", 1)) == 1
 
 
+def test_thumbnail_cache_stays_within_its_budget(client, ref):
+    from pixrank.serve import create_app
+    ids = [row["id"] for row in client.get("/api/search", params={"q": "coat", "k": 6}).json()["results"]]
+    expect = {i: client.get(f"/thumb/{i}.png").content for i in ids}
+    budget = sum(len(v) for v in expect.values()) // 2
+    for cache in (0, budget):
+        app = create_app(ref, thumb_cache=cache)
+        svc = app.state.service
+        with TestClient(app, base_url=BASE) as c:
+            for _ in range(2):
+                for i in ids:
+                    assert c.get(f"/thumb/{i}.png").content == expect[i]
+                    assert svc._thumbs_size == sum(len(v) for v in svc._thumbs.values()) <= cache
+        assert (len(svc._thumbs) > 0) == (cache > 0)
+    with pytest.raises(ValueError, match="thumb_cache"):
+        create_app(ref, thumb_cache=-1)
+
+
 def test_thumbnail_errors(client):
     assert_error(client.get("/thumb/987654.png"), 404, "no item with id 987654")
     assert_error(client.get("/thumb/abc.png"), 404, "/thumb/ID.png")

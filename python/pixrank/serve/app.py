@@ -54,7 +54,6 @@ defeats DNS-rebinding pages in a browser; the page sets a strict Content-Securit
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import os
 import re
@@ -62,6 +61,7 @@ import tempfile
 import threading
 import time
 import warnings
+from collections import OrderedDict
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -162,7 +162,10 @@ class _Service:
         self.max_upload_bytes, self.max_image_pixels = max_upload_bytes, max_image_pixels
         self.max_query_chars = max_query_chars
         self.lock = threading.Lock()
-        self.thumb_png = functools.lru_cache(maxsize=thumb_cache)(self._thumb_png) if thumb_cache else self._thumb_png
+        self.thumb_cache_bytes = thumb_cache
+        self._thumbs: OrderedDict[int, bytes] = OrderedDict()  # id -> PNG, least recently used first
+        self._thumbs_size = 0
+        self._thumbs_lock = threading.Lock()
 
     # -------------------------------------------------------------- engine calls (worker threads)
     def _timed(self, fn, *args):
@@ -236,6 +239,25 @@ class _Service:
                 os.unlink(tmp)
         return res, ms, {"width": int(w), "height": int(h), "format": fmt}
 
+    def thumb_png(self, item_id: int) -> bytes:
+        """The item's thumbnail as PNG bytes, from a least-recently-used cache of at most
+        ``thumb_cache_bytes`` bytes (errors are not cached)."""
+        with self._thumbs_lock:
+            png = self._thumbs.get(item_id)
+            if png is not None:
+                self._thumbs.move_to_end(item_id)
+                return png
+        png = self._thumb_png(item_id)
+        if len(png) <= self.thumb_cache_bytes:
+            with self._thumbs_lock:
+                if item_id not in self._thumbs:
+                    self._thumbs[item_id] = png
+                    self._thumbs_size += len(png)
+                while self._thumbs_size > self.thumb_cache_bytes:
+                    _, old = self._thumbs.popitem(last=False)
+                    self._thumbs_size -= len(old)
+        return png
+
     def _thumb_png(self, item_id: int) -> bytes:
         import numpy as np
 
@@ -285,7 +307,7 @@ def _clean(msg: str) -> str:
 
 def create_app(engine, *, max_k: int = MAX_K, default_k: int = DEFAULT_K,
                max_upload_bytes: int = MAX_UPLOAD_BYTES, max_image_pixels: int = MAX_IMAGE_PIXELS,
-               max_query_chars: int = MAX_QUERY_CHARS, allowed_hosts=None, thumb_cache: int = 4096,
+               max_query_chars: int = MAX_QUERY_CHARS, allowed_hosts=None, thumb_cache: int = 32 * 2 ** 20,
                close_engine: bool | None = None) -> Starlette:
     """The web UI and JSON API (see the module docstring) over one engine.
 
@@ -300,7 +322,8 @@ def create_app(engine, *, max_k: int = MAX_K, default_k: int = DEFAULT_K,
         max_query_chars: the longest text query (default 500 characters).
         allowed_hosts: ``Host`` header names to accept; default the loopback names
             (:data:`LOOPBACK_HOSTS`) and ``testserver``; ``["*"]`` accepts any.
-        thumb_cache: thumbnails (PNG bytes) kept in memory, by id (0: none).
+        thumb_cache: bytes of thumbnails (PNG) kept in memory, least recently used dropped
+            first (default 32 MiB: over 10,000 data-set thumbnails; 0: none).
         close_engine: close the engine's catalog when the application shuts down (default:
             True when this function opened it from a folder).
 
