@@ -401,3 +401,50 @@ def write_report(suite, out_dir, plots=True) -> list[str]:
     write_markdown(suite, mpath)
     files.append(mpath)
     return files
+
+
+def merge_results(paths: list[str]) -> dict:
+    """One suite from several ``results.json`` files: later files replace earlier ones'
+    groups; the machine and run facts come from the last file."""
+    suite = None
+    for p in paths:
+        with open(p) as f:
+            s = json.load(f)
+        for res in (r for g in s.get("groups", {}).values() for r in g):
+            res.setdefault("command", s.get("command"))
+            res.setdefault("started", s.get("started"))
+        if suite is None:
+            suite = s
+        else:
+            if bool(s.get("quick")) != bool(suite.get("quick")):
+                raise ValueError(f"{p}: cannot merge quick and full results")
+            groups = dict(suite["groups"])
+            groups.update(s["groups"])
+            suite = {**s, "groups": groups}
+    from . import GROUPS
+    suite["groups"] = {g: suite["groups"][g] for g in GROUPS if g in suite["groups"]}
+    suite.setdefault("seconds", 0.0)
+    return suite
+
+
+def main(argv=None) -> int:
+    """``python -m bench.report RESULTS.json [MORE.json ...] --out DIR``: re-render the report
+    (BENCHMARKS.md, plots, a merged results.json) from saved results, merging groups."""
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m bench.report", description=main.__doc__)
+    p.add_argument("results", nargs="+", help="results.json files; later ones replace earlier groups")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--no-plots", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        suite = merge_results(a.results)
+    except (OSError, ValueError) as exc:
+        p.error(str(exc))
+    files = write_report(suite, a.out, plots=not a.no_plots)
+    print("wrote " + ", ".join(files))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())
