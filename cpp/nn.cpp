@@ -423,37 +423,58 @@ void conv2d_backward(const ConvGeom& g, int64_t F, const float* x, const float* 
 
 // ---------------------------------------------------------------------------------------- pooling
 
-void max_pool2d(const ConvGeom& g, const float* x, float* y, int64_t* argmax) {
-    const int64_t C = g.C;
-    parallel_for(g.B * g.OH, grain_rows(g.OW * C * g.kh * g.kw), [&](int64_t rb, int64_t re) {
-        for (int64_t q = rb; q < re; ++q) {
-            const int64_t b = q / g.OH, oh = q % g.OH;
-            const int64_t base = b * g.H * g.W * C;
-            for (int64_t ow = 0; ow < g.OW; ++ow) {
-                float* yo = y + (q * g.OW + ow) * C;
-                int64_t* ao = argmax + (q * g.OW + ow) * C;
-                const int64_t ih0 = oh * g.sh, iw0 = ow * g.sw;
-                const int64_t first = base + (ih0 * g.W + iw0) * C;
-                for (int64_t c = 0; c < C; ++c) {
-                    yo[c] = x[first + c];
-                    ao[c] = first + c;
+namespace {
+// Output rows q in [rb, re) (q = b * OH + oh) of max_pool2d, one pass over each window. Channels go in
+// blocks of 256 with the running maximum and its window position (int32, the same width as float, so
+// the compare-and-select loop over C vectorises); the int64 flat index is formed once per output.
+void max_pool_rows(const ConvGeom& g, const float* __restrict x, float* __restrict y, int64_t* __restrict argmax,
+                   int64_t rb, int64_t re) {
+    constexpr int64_t CB = 256;
+    alignas(64) float best[CB];
+    alignas(64) int32_t pos[CB];
+    const int64_t C = g.C, H = g.H, W = g.W, OH = g.OH, OW = g.OW, kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw;
+    for (int64_t q = rb; q < re; ++q) {
+        const int64_t b = q / OH, oh = q % OH;
+        const int64_t base = b * H * W * C;
+        for (int64_t ow = 0; ow < OW; ++ow) {
+            const int64_t ih0 = oh * sh, iw0 = ow * sw;
+            for (int64_t c0 = 0; c0 < C; c0 += CB) {
+                const int64_t cn = std::min(CB, C - c0);
+                const float* first = x + base + (ih0 * W + iw0) * C + c0;
+                for (int64_t c = 0; c < cn; ++c) {
+                    best[c] = first[c];
+                    pos[c] = 0;
                 }
-                for (int64_t i = 0; i < g.kh; ++i) {
-                    for (int64_t j = (i == 0 ? 1 : 0); j < g.kw; ++j) {
-                        const int64_t off = base + ((ih0 + i) * g.W + iw0 + j) * C;
-                        const float* xp = x + off;
-                        for (int64_t c = 0; c < C; ++c) {
+                for (int64_t i = 0; i < kh; ++i) {
+                    for (int64_t j = (i == 0 ? 1 : 0); j < kw; ++j) {
+                        const float* __restrict xp = x + base + ((ih0 + i) * W + iw0 + j) * C + c0;
+                        const int32_t wp = static_cast<int32_t>(i * kw + j);
+                        for (int64_t c = 0; c < cn; ++c) {  // branch-free over C (vectorised)
                             const float v = xp[c];
+                            const float cur = best[c];
                             // Strictly greater keeps the first maximum; a NaN, once seen, stays.
-                            const bool take = v > yo[c] || (std::isnan(v) && !std::isnan(yo[c]));
-                            yo[c] = take ? v : yo[c];
-                            ao[c] = take ? off + c : ao[c];
+                            const bool take = (v > cur) | ((v != v) & (cur == cur));
+                            best[c] = take ? v : cur;
+                            pos[c] = take ? wp : pos[c];
                         }
                     }
                 }
+                float* yo = y + (q * OW + ow) * C + c0;
+                int64_t* ao = argmax + (q * OW + ow) * C + c0;
+                for (int64_t c = 0; c < cn; ++c) {
+                    const int64_t i = pos[c] / kw, j = pos[c] % kw;
+                    yo[c] = best[c];
+                    ao[c] = base + ((ih0 + i) * W + iw0 + j) * C + c0 + c;
+                }
             }
         }
-    });
+    }
+}
+}  // namespace
+
+void max_pool2d(const ConvGeom& g, const float* x, float* y, int64_t* argmax) {
+    parallel_for(g.B * g.OH, grain_rows(g.OW * g.C * g.kh * g.kw),
+                 [&](int64_t rb, int64_t re) { max_pool_rows(g, x, y, argmax, rb, re); });
 }
 
 void max_pool2d_backward(const ConvGeom& g, const float* dy, const int64_t* argmax, float* dx) {
