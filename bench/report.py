@@ -120,10 +120,10 @@ def _ranking_table(lines, rows):
     for r, ref in _pairs(rows):
         p, t = r["pixrank_s"], r["refs"].get(ref)
         qps = r["extra"].get("qps", {})
-        body.append([r["row"], r["threads"], ref, fmt_s(p), fmt_s(t), _rr(r, ref),
+        body.append([r["row"], r["threads"], ref, fmt_s(p), fmt_s(t), _rr(r, ref), _cpu_ratio(r, ref),
                      f"{qps['pixrank']:.0f}" if "pixrank" in qps else "n/a",
                      f"{qps[ref]:.0f}" if ref in qps else "n/a", _check(r, ref), _notes(r)])
-    _table(lines, ["data, queries", "threads", "vs", "pixrank", "reference", "ratio ref/pixrank (best)",
+    _table(lines, ["data, queries", "threads", "vs", "pixrank", "reference", "ratio ref/pixrank (best)", "CPU-time ratio",
                    "pixrank q/s", "ref q/s", "same top-10 ids", "notes"], body)
 
 
@@ -134,9 +134,10 @@ def _training_table(lines, rows):
         acc = ex.get("accuracy", {})
         fa = lambda a: "n/a" if a is None else f"{a * 100:.2f}%"  # noqa: E731
         body.append([r["row"], r["threads"], ref, fmt_s(r["pixrank_s"]), fmt_s(r["refs"].get(ref)),
-                     _rr(r, ref), ex.get("epochs", ""), fa(acc.get("pixrank")), fa(acc.get(ref)),
+                     _rr(r, ref), _cpu_ratio(r, ref), ex.get("epochs", ""), fa(acc.get("pixrank")), fa(acc.get(ref)),
                      _notes(r)])
     _table(lines, ["model", "threads", "vs", "pixrank s/epoch", "reference s/epoch", "ratio ref/pixrank (best)",
+                   "CPU-time ratio",
                    "epochs", "pixrank test acc.", "ref test acc.", "notes"], body)
 
 
@@ -157,9 +158,9 @@ def _hnsw_table(lines, rows):
         qps, rec = r["extra"].get("qps", {}), r["extra"].get("recall", {})
         f = lambda d, s, fmt: fmt.format(d[s]) if s in d else "n/a"  # noqa: E731
         body.append([r["row"], r["threads"], ref, f(qps, "pixrank", "{:.0f}"), f(qps, ref, "{:.0f}"),
-                     _rr(r, ref), f(rec, "pixrank", "{:.4f}"), f(rec, ref, "{:.4f}"),
+                     _rr(r, ref), _cpu_ratio(r, ref), f(rec, "pixrank", "{:.4f}"), f(rec, ref, "{:.4f}"),
                      _check(r, ref), _notes(r)])
-    _table(lines, ["data, ef", "threads", "vs", "pixrank q/s", "ref q/s", "ratio (q/s pixrank/ref)",
+    _table(lines, ["data, ef", "threads", "vs", "pixrank q/s", "ref q/s", "ratio (q/s pixrank/ref)", "CPU-time ratio",
                    "pixrank recall@10", "ref recall@10", "check", "notes"], body)
 
 
@@ -219,6 +220,15 @@ def write_markdown(suite, path):
               "alternates every repeat) after a warm-up, and reports medians; trust the ratios more than the "
               "absolute figures. Ratio = reference time / pixrank time: **above 1 means pixrank is faster**.",
               ""]
+    loads = [x for results in suite["groups"].values() for res in results
+             for x in (res.get("loadavg_start", [None])[0], res.get("loadavg_end", [None])[0]) if x is not None]
+    if loads and max(loads) > (m.get("cores") or 1):
+        lines += [f"**Load warning**: the 1-minute load average ranged {min(loads):.1f}–{max(loads):.1f} on "
+                  f"{m.get('cores')} cores during these runs (other jobs). When runnable threads far outnumber "
+                  "cores, every side's 2-thread timings mostly measure waiting for the scheduler at each "
+                  "parallel barrier, and even 1-thread wall times stretch. The 'CPU-time ratio' column "
+                  "(1-thread rows: process CPU seconds, which exclude time spent descheduled) and the "
+                  "best-repeat ratios in brackets are the more robust comparisons on such a machine.", ""]
     lines += ["## Machine", ""]
     pk = m.get("peak_gflops", {})
     lines += [f"- CPU: {m['cpu']} ({m['machine']}), {m['cores']} cores available to the process",

@@ -167,25 +167,28 @@ def run(refs: list[str], threads: list[int], quick: bool, log=print) -> list[dic
                 else:
                     trainers["torch"] = TorchTrainer(torch, kind, *data)
             times = {name: [] for name in trainers}
+            cpu = {name: [] for name in trainers}
             failed = {}
             for e in range(epochs):
                 order = list(trainers) if e % 2 == 0 else list(trainers)[::-1]
                 for name in order:
                     if name in failed:
                         continue
-                    t0 = time.perf_counter()
+                    c0, t0 = time.process_time(), time.perf_counter()
                     try:
                         trainers[name].epoch()
                     except Exception as exc:
                         failed[name] = f"{name} failed: {type(exc).__name__}: {exc}"
                         continue
                     times[name].append(time.perf_counter() - t0)
+                    cpu[name].append(time.process_time() - c0)
             notes += list(failed.values())
             acc = {}
             for name, tr in trainers.items():
                 if name not in failed:
                     acc[name] = tr.accuracy()
-            timing = {name: {"median_s": float(np.median(ts)), "samples": ts}
+            timing = {name: {"median_s": float(np.median(ts)), "min_s": float(min(ts)), "samples": ts,
+                             "cpu_median_s": float(np.median(cpu[name]))}
                       for name, ts in times.items() if ts and name not in failed}
             check = {}
             if "pixrank" in acc and "torch" in acc:
