@@ -124,7 +124,8 @@ def _auto_epochs(n_train):
     return 12 if n_train <= 10_000 else 4
 
 
-def _print_results(results, file=sys.stdout):
+def _print_results(results, file=None):
+    file = sys.stdout if file is None else file
     print(f"{'rank':>4s}  {'score':>7s}  {'id':>6s}  {'label':12s}  source", file=file)
     for r in results:
         print(f"{r.rank:4d}  {r.score:7.4f}  {r.id:6d}  {str(r.label or '-'):12s}  {r.source}", file=file)

@@ -266,6 +266,9 @@ class ImageEncoder(_EncoderBase):
         self.spec = spec if spec is not None else fashion_mnist_spec()
         self.name = str(name)
         self.embed_dim = int(model.embed_dim)
+        if not model.built or not model.weights:  # build the weights (a dry run on one blank image)
+            with ag.no_grad():
+                model(np.zeros((1,) + tuple(self.spec.shape), np.float32), training=False)
 
     def prepare(self, images) -> np.ndarray:
         """Images as float32 NHWC in the model's input space.
