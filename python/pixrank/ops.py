@@ -990,7 +990,10 @@ def cosine_topk(queries, database, k):
 
     Returns:
         ``(indices, scores)``: int64 row numbers into ``database`` and float32 cosine
-        similarities in ``[-1, 1]``.
+        similarities in ``[-1, 1]`` up to float32 rounding (a vector against itself may
+        score ``1 + 4e-7``; scores are not clipped, so that equal scores always come in
+        index order). Ties are exact ties of these float32 scores, such as duplicate
+        vectors; parallel vectors of different lengths may differ in the last bit.
 
     Raises:
         ValueError: wrong ranks; ``d`` differs or is 0; ``k < 1``; a query or database row
