@@ -1,8 +1,9 @@
 // pixrank kernels: the SGEMM driver (blocking, packing, threading); see gemm.hpp.
 //
-// Loop nest (BLIS names): jc over NC columns -> pc over KC depth -> [pack B block, shared by all
-// threads] -> work items (ic row block x jr panel range) spread over threads, each packing its A block
-// into a thread-local buffer -> jr over NR panels -> ir over MR panels -> micro-kernel.
+// Threads take independent output tiles (a grid chosen by choose_grid, scheduled dynamically, no
+// barriers). Within a tile, the loop nest (BLIS names): jc over NC columns -> pc over KC depth ->
+// [pack B block] -> ic over MC rows -> [pack A block] -> jr over NR panels -> ir over MR panels ->
+// micro-kernel. Packed blocks live in thread-local workspaces reused across calls.
 #include "gemm.hpp"
 
 #include <algorithm>
@@ -113,6 +114,73 @@ void macro_kernel(const UKernel& uk, int64_t mc, int64_t nc, int64_t kc, const f
     }
 }
 
+namespace {
+
+// One independent task: C[i0:i0+m, j0:j0+n] with the serial GotoBLAS loop nest, packing its own B
+// and A blocks into the calling thread's workspaces.
+void gemm_tile(const UKernel& uk, int64_t m, int64_t n, int64_t K, const float* A, int64_t lda, bool trans_a,
+               const float* B, int64_t ldb, bool trans_b, float* C, int64_t ldc, const float* bias, bool relu,
+               bool accumulate, int64_t i0, int64_t j0) {
+    const int64_t NR = uk.nr, KC = uk.kc;
+    const int64_t kc_max = std::min<int64_t>(K, KC);
+    const int64_t nc_max = std::min<int64_t>(ceil_div(n, NR) * NR, uk.nc);
+    const int64_t mc_max = std::min<int64_t>(ceil_div(m, uk.mr) * uk.mr, uk.mc);
+    float* Bp = tl_pack_b.get(static_cast<size_t>(kc_max * nc_max));
+    float* Ap = tl_pack_a.get(static_cast<size_t>(kc_max * mc_max));
+    for (int64_t jc = 0; jc < n; jc += uk.nc) {
+        const int64_t nc = std::min<int64_t>(uk.nc, n - jc);
+        for (int64_t pc = 0; pc < K; pc += KC) {
+            const int64_t kc = std::min<int64_t>(KC, K - pc);
+            const bool last = pc + kc >= K;
+            const int flags = ((accumulate || pc > 0) ? kAccumulate : 0) | ((relu && last) ? kRelu : 0);
+            const float* blk_bias = (bias && last) ? bias + j0 + jc : nullptr;
+            for (int64_t j = 0; j < nc; j += NR)
+                pack_b_panel(uk, B, ldb, trans_b, pc, kc, j0 + jc + j, std::min<int64_t>(NR, nc - j), Bp + j * kc,
+                             nullptr);
+            for (int64_t ic = 0; ic < m; ic += uk.mc) {
+                const int64_t mc = std::min<int64_t>(uk.mc, m - ic);
+                pack_a(uk, A, lda, trans_a, i0 + ic, mc, pc, kc, Ap);
+                macro_kernel(uk, mc, nc, kc, Ap, Bp, C + (i0 + ic) * ldc + j0 + jc, ldc, flags, blk_bias);
+            }
+        }
+    }
+}
+
+// Splits the M x N output into mt x nt independent tiles for `threads` threads: the number of tiles
+// a multiple of the thread count (balanced on a quiet machine) and about four per thread when the
+// shape allows (dynamic scheduling absorbs preemption on a busy one), tiles as square as possible
+// and at least min_m x min_n so that packing stays amortised.
+void choose_grid(int64_t M, int64_t N, int64_t threads, int64_t min_m, int64_t min_n, int64_t* mt, int64_t* nt) {
+    const int64_t max_mt = std::max<int64_t>(1, M / min_m), max_nt = std::max<int64_t>(1, N / min_n);
+    for (int64_t per : {4, 3, 2, 1}) {
+        const int64_t want = per * threads;
+        int64_t best_m = 0, best_n = 0;
+        double best_score = 0.0;
+        for (int64_t a = 1; a <= want; ++a) {
+            if (want % a != 0) continue;
+            const int64_t b = want / a;  // a row tiles, b column tiles
+            if (a > max_mt || b > max_nt) continue;
+            const double tm = static_cast<double>(M) / a, tn = static_cast<double>(N) / b;
+            const double score = std::min(tm, tn) / std::max(tm, tn);  // 1 = square tiles
+            if (score > best_score) {
+                best_score = score;
+                best_m = a;
+                best_n = b;
+            }
+        }
+        if (best_m > 0) {
+            *mt = best_m;
+            *nt = best_n;
+            return;
+        }
+    }
+    // Too small for a multiple of the thread count: as many tiles as the minimum sizes allow.
+    *mt = std::min(max_mt, threads);
+    *nt = std::min(max_nt, std::max<int64_t>(1, threads / *mt));
+}
+
+}  // namespace
+
 void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, bool trans_a, const float* B,
            int64_t ldb, bool trans_b, float* C, int64_t ldc, const float* bias, bool relu, bool accumulate,
            int threads) {
@@ -132,75 +200,39 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, bool tr
     }
     const UKernel& uk = active_ukernel();
     const int64_t MR = uk.mr, NR = uk.nr;
-    const int64_t KC = uk.kc;
 
     // Threads: never more than the work supports (about 64^3 multiply-adds per thread at least).
     int64_t nt = threads > 0 ? threads : num_threads();
     if (in_parallel()) nt = 1;
     const double work = static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
     nt = std::max<int64_t>(1, std::min<int64_t>(nt, static_cast<int64_t>(work / (64.0 * 64.0 * 64.0))));
+    if (nt == 1) {
+        gemm_tile(uk, M, N, K, A, lda, trans_a, B, ldb, trans_b, C, ldc, bias, relu, accumulate, 0, 0);
+        return;
+    }
 
-    // Row blocks: about MC rows each, their count a multiple of the thread count when M allows.
-    const int64_t mpanels = ceil_div(M, MR);
-    int64_t mb = ceil_div(M, uk.mc);
-    if (nt > 1) mb = std::min(mpanels, ceil_div(mb, nt) * nt);
-    const int64_t panels_per_block = ceil_div(mpanels, mb);
-    const int64_t mc_blk = panels_per_block * MR;
-    mb = ceil_div(mpanels, panels_per_block);
-    // When there are fewer row blocks than threads, split each B block's panels between threads too.
-    const int64_t nsplit = mb >= nt ? 1 : ceil_div(nt, mb);
-    const int64_t items = mb * nsplit;
-
-    const int64_t nc_max = std::min<int64_t>(ceil_div(N, NR) * NR, uk.nc);
-    const int64_t kc_max = std::min<int64_t>(K, KC);
-    float* Bp = tl_pack_b.get(static_cast<size_t>(kc_max * nc_max));
-    const size_t a_need = static_cast<size_t>(kc_max * mc_blk);
-
+    // Independent output tiles, scheduled dynamically: no barrier inside the parallel region, so a
+    // preempted thread never stalls the others. Tile edges fall on micro-tile boundaries.
+    int64_t gm = 1, gn = 1;
+    choose_grid(M, N, nt, std::max<int64_t>(MR, 16 * MR), std::max<int64_t>(NR, 8 * NR), &gm, &gn);
+    const int64_t mpanels = ceil_div(M, MR), npanels = ceil_div(N, NR);
+    gm = std::min(gm, mpanels);
+    gn = std::min(gn, npanels);
+    const int64_t tiles = gm * gn;
+    nt = std::min(nt, tiles);
     ExceptionCarrier carrier;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(static_cast<int>(nt)) if (nt > 1)
+#pragma omp parallel for num_threads(static_cast<int>(nt)) schedule(dynamic, 1) if (nt > 1)
 #endif
-    {
-        float* Ap = nullptr;
-        carrier.run([&] { Ap = tl_pack_a.get(a_need); });
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
-        if (!carrier.failed()) {
-            for (int64_t jc = 0; jc < N; jc += uk.nc) {
-                const int64_t nc = std::min<int64_t>(uk.nc, N - jc);
-                const int64_t npanels = ceil_div(nc, NR);
-                for (int64_t pc = 0; pc < K; pc += KC) {
-                    const int64_t kc = std::min<int64_t>(KC, K - pc);
-                    const bool last = pc + kc >= K;
-                    const int flags = ((accumulate || pc > 0) ? kAccumulate : 0) | ((relu && last) ? kRelu : 0);
-                    const float* blk_bias = (bias && last) ? bias + jc : nullptr;
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-                    for (int64_t t = 0; t < npanels; ++t) {
-                        const int64_t j = t * NR;
-                        pack_b_panel(uk, B, ldb, trans_b, pc, kc, jc + j, std::min<int64_t>(NR, nc - j),
-                                     Bp + j * kc, nullptr);
-                    }
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-                    for (int64_t it = 0; it < items; ++it) {
-                        const int64_t ib = it / nsplit, s = it % nsplit;
-                        const int64_t i0 = ib * mc_blk;
-                        const int64_t mc = std::min<int64_t>(mc_blk, M - i0);
-                        const int64_t t0 = npanels * s / nsplit, t1 = npanels * (s + 1) / nsplit;
-                        if (t0 >= t1) continue;
-                        pack_a(uk, A, lda, trans_a, i0, mc, pc, kc, Ap);
-                        const int64_t j0 = t0 * NR;
-                        const int64_t ncs = std::min<int64_t>(t1 * NR, nc) - j0;
-                        macro_kernel(uk, mc, ncs, kc, Ap, Bp + j0 * kc, C + i0 * ldc + jc + j0, ldc, flags,
-                                     blk_bias ? blk_bias + j0 : nullptr);
-                    }
-                }
-            }
-        }
+    for (int64_t t = 0; t < tiles; ++t) {
+        carrier.run([&] {
+            const int64_t ti = t / gn, tj = t % gn;
+            const int64_t i0 = std::min(M, mpanels * ti / gm * MR), i1 = std::min(M, mpanels * (ti + 1) / gm * MR);
+            const int64_t j0 = std::min(N, npanels * tj / gn * NR), j1 = std::min(N, npanels * (tj + 1) / gn * NR);
+            if (i0 < i1 && j0 < j1)
+                gemm_tile(uk, i1 - i0, j1 - j0, K, A, lda, trans_a, B, ldb, trans_b, C, ldc, bias, relu, accumulate,
+                          i0, j0);
+        });
     }
     carrier.rethrow();
 }
