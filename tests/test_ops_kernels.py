@@ -228,6 +228,38 @@ def test_concurrent_calls_from_python_threads(rng):
                 np.testing.assert_array_equal(s, want_topk[i][1])
 
 
+def test_kernels_release_the_gil(rng):
+    """While a long kernel runs, another Python thread keeps executing bytecode."""
+    import threading
+    import time
+
+    a = rng.standard_normal((1200, 1200)).astype(F)
+    ticks = []
+    stop = threading.Event()
+
+    def ticker():
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.0005)
+
+    thread = threading.Thread(target=ticker)
+    thread.start()
+    inside = 0
+    try:
+        with num_threads(1):  # leave a core for the ticker
+            for _ in range(4):
+                t0 = time.perf_counter()
+                ops.matmul(a, a)
+                t1 = time.perf_counter()
+                inside += sum(t0 < t < t1 for t in list(ticks))
+                if inside:
+                    break
+    finally:
+        stop.set()
+        thread.join()
+    assert inside > 0, "no Python thread ran during the kernel: the GIL was held"
+
+
 # --------------------------------------------------------------------------------------
 # adam_update (optional kernel of the contract, used by the framework's optimizer)
 # --------------------------------------------------------------------------------------
