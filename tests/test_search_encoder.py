@@ -1,6 +1,5 @@
 """Dual encoder: the CLIP loss (value and finite-difference gradients, temperature included),
 caption matching, towers and encoder save/load."""
-import json
 import os
 
 import numpy as np

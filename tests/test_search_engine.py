@@ -3,13 +3,12 @@ floors, save/load round trip, incremental folder indexing, bad input."""
 import json
 import os
 import shutil
-import warnings
 
 import numpy as np
 import pytest
 
-from pixrank.data.captions import CLASS_NAMES, tone_of
-from pixrank.search.engine import Engine, IndexReport, SearchResult
+from pixrank.data.captions import CLASS_NAMES
+from pixrank.search.engine import Engine, SearchResult
 from pixrank.search.index import Index
 from pixrank.text import UnknownQueryError
 
@@ -227,7 +226,6 @@ def test_load_rejects_missing_corrupt_and_mismatched_parts(engine, tmp_path):
     with pytest.raises(ValueError, match="corrupt"):
         Engine.load(bad)
     # a model file from another engine
-    other = fresh_engine(index_test=False)
     from pixrank.search.encoder import ImageEncoder, ImageTower
     foreign = ImageEncoder(ImageTower(embed_dim=engine.dim, name="image_tower"))
     bad = copy("foreign_model")

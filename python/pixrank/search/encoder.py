@@ -35,7 +35,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import tempfile
 import time
 

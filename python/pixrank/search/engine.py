@@ -41,12 +41,11 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from pixrank.search.catalog import Catalog, SCHEMA_VERSION, plan_folder, source_for_path
+from pixrank.search.catalog import Catalog, plan_folder, source_for_path
 from pixrank.search.encoder import DualEncoder, ImageEncoder, TextEncoder, ENCODER_VERSION
 from pixrank.search.index import Index
 
