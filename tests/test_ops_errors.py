@@ -156,7 +156,7 @@ CASES = [
      esc("im2col: the kernel (6, 2) is larger than the padded input (H + 1 + 1, W + 1 + 1) = (5, 5)")),
     ("im2col-complex", lambda: ops.im2col(o((1, 3, 3, 1), complex), 2, 2), TypeError,
      esc("im2col: x must have a real numeric dtype (float, int or bool), got dtype complex128")),
-    ("im2col-huge-padding", lambda: ops.im2col(o((1, 3, 3, 1)), 1, 1, padding=2**40), ValueError,
+    ("im2col-huge-padding", lambda: ops.im2col(o((1, 3, 3, 1)), 1, 1, padding=2**30), ValueError,
      r"im2col: the patch matrix would have shape \(\d+, 1\) \(\d+ elements\), more than the \d+ this library accepts"),
     # ---- col2im ----
     ("col2im-shape-int", lambda: ops.col2im(o((4, 4)), 9, 2, 2), TypeError,
@@ -262,6 +262,20 @@ CASES = [
     ("threads-float", lambda: ops.set_num_threads(1.5), TypeError, esc("set_num_threads: n must be an int, got float 1.5")),
     ("threads-bool", lambda: ops.set_num_threads(True), TypeError, esc("set_num_threads: n must be an int, got bool True")),
     ("threads-str", lambda: ops.set_num_threads("2"), TypeError, esc("set_num_threads: n must be an int, got str '2'")),
+    ("threads-too-many", lambda: ops.set_num_threads(2**70), ValueError,
+     esc(f"set_num_threads: n must be <= 1024, got {2**70}")),
+    # ---- sizes past what the kernels take (32-bit geometry) ----
+    ("conv2d-stride-huge", lambda: ops.conv2d(x8, w33, stride=2**70), ValueError,
+     esc(f"conv2d: stride must be <= 2147483647, got {2**70}")),
+    ("im2col-kh-huge", lambda: ops.im2col(x8, 2**31, 1), ValueError, esc("im2col: kh must be <= 2147483647, got 2147483648")),
+    ("im2col-pad-huge", lambda: ops.im2col(x8, 1, 1, padding=(0, 2**40)), ValueError,
+     esc(f"im2col: padding[1] must be <= 2147483647, got {2**40}")),
+    ("pool-stride-huge", lambda: ops.max_pool2d(pool_x, 2, (1, 2**64)), ValueError,
+     esc(f"max_pool2d: stride[1] must be <= 2147483647, got {2**64}")),
+    ("col2im-xshape-huge", lambda: ops.col2im(o((1, 1)), (1, 2**31, 1, 1), 1, 1), ValueError,
+     esc("col2im: x_shape[1] (H) must be <= 2147483647, got 2147483648")),
+    ("topk-k-huge", lambda: ops.cosine_topk(o((2, 4)), o((5, 4)), 2**63), ValueError,
+     esc(f"cosine_topk: k must be <= {2**62}, got {2**63}")),
 ]
 
 
@@ -334,6 +348,17 @@ def test_cosine_topk_rejects_non_finite_rows(bad):
 
 def test_set_num_threads_upper_bound():
     before = pixrank.get_num_threads()
-    with pytest.raises(ValueError, match=r"set_num_threads: n must be in \[1, \d+\], got 100000"):
+    with pytest.raises(ValueError, match=esc("set_num_threads: n must be <= 1024, got 100000")):
         pixrank.set_num_threads(100_000)
     assert pixrank.get_num_threads() == before
+    pixrank.set_num_threads(1024)  # the limit itself is accepted
+    try:
+        assert pixrank.get_num_threads() == 1024
+    finally:
+        pixrank.set_num_threads(before)
+
+
+def test_cosine_topk_huge_k_is_clamped():
+    idx, scores = ops.cosine_topk(np.eye(3), np.eye(3), 2**62)
+    np.testing.assert_array_equal(idx, [[0, 1, 2], [1, 0, 2], [2, 0, 1]])
+    np.testing.assert_array_equal(scores[:, 0], 1)

@@ -71,6 +71,10 @@ _NUMERIC_KINDS = "fiub"
 # Largest element count accepted for an array the kernels must allocate: keeps every
 # byte count well inside int64 so that no size computation on the C++ side can overflow.
 _MAX_ELEMENTS = 1 << 48
+# Largest single size, stride, padding or window the kernels accept (they use 32-bit
+# geometry checks); and the most threads the compiled module allows.
+_MAX_DIM = (1 << 31) - 1
+_MAX_THREADS = 1024
 
 
 # --------------------------------------------------------------------------------------
@@ -117,13 +121,23 @@ def _contiguous(x: np.ndarray, dtype) -> np.ndarray:
     return x if x.flags.aligned else x.copy()
 
 
-def _int(fn: str, name: str, v, minimum: int) -> int:
+def _int(fn: str, name: str, v, minimum: int, maximum: int | None = None) -> int:
+    """An int (or numpy integer, not bool) in ``[minimum, maximum]``.
+
+    ``maximum`` defaults to ``_MAX_DIM``: every size, stride and padding the kernels take
+    is below 2**31, so a larger one is refused here with a clear message instead of
+    failing inside the bindings.
+    """
     if type(v) is not int:  # fast path for plain ints; bool is a subclass, refused below
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
             raise TypeError(f"{fn}: {name} must be an int, got {type(v).__name__} {v!r}")
         v = int(v)
     if v < minimum:
         raise ValueError(f"{fn}: {name} must be >= {minimum}, got {v}")
+    if v > (_MAX_DIM if maximum is None else maximum):
+        raise ValueError(
+            f"{fn}: {name} must be <= {_MAX_DIM if maximum is None else maximum}, got {v}"
+        )
     return v
 
 
@@ -982,7 +996,8 @@ def cosine_topk(queries, database, k):
     Args:
         queries: ``(Q, d)``.
         database: ``(n, d)``.
-        k: number of neighbours, an int ``>= 1``; ``k > n`` returns ``n`` columns.
+        k: number of neighbours, an int ``>= 1`` (at most ``2**62``); ``k > n`` returns
+            ``n`` columns.
 
     Shape:
         queries ``(Q, d)``, database ``(n, d)`` -> ``(Q, min(k, n))``; ``Q`` or ``n`` may
@@ -1016,7 +1031,7 @@ def cosine_topk(queries, database, k):
     fn = "cosine_topk"
     queries = _as_array(fn, "queries", queries)
     database = _as_array(fn, "database", database)
-    k = _int(fn, "k", k, 1)
+    k = _int(fn, "k", k, 1, maximum=1 << 62)
     _ndim(fn, "queries", queries, 2, "(Q, d)")
     _ndim(fn, "database", database, 2, "(n, d)")
     d = queries.shape[1]
@@ -1029,7 +1044,8 @@ def cosine_topk(queries, database, k):
         raise ValueError(
             f"{fn}: the vectors must have d >= 1 components, got queries of shape {queries.shape}"
         )
-    return _K.cosine_topk(_f32(queries), _f32(database), k)
+    # min(k, n) columns either way; clamping keeps a huge k inside the kernel's int64
+    return _K.cosine_topk(_f32(queries), _f32(database), min(k, max(database.shape[0], 1)))
 
 
 # --------------------------------------------------------------------------------------
@@ -1045,14 +1061,15 @@ def set_num_threads(n) -> None:
 
     Raises:
         TypeError: n is not an int.
-        ValueError: ``n < 1``, or more threads than the compiled module allows (1024).
+        ValueError: ``n < 1`` or ``n > 1024`` (the compiled module's limit).
 
     Example:
         >>> import pixrank
         >>> pixrank.set_num_threads(1); pixrank.get_num_threads()
         1
     """
-    _K.set_num_threads(_int("set_num_threads", "n", n, 1))
+    n = _int("set_num_threads", "n", n, 1, maximum=_MAX_THREADS)
+    _K.set_num_threads(n)
 
 
 def get_num_threads() -> int:
