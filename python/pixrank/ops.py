@@ -800,7 +800,9 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, y=None, relu=False):
         relu: the forward pass applied a ReLU.
 
     Shape:
-        -> dx ``(N, H, W, C)``, dw ``(kh, kw, C, F)``, db ``(F,)``.
+        x ``(N, H, W, C)``, w ``(kh, kw, C, F)``, dy and y ``(N, OH, OW, F)`` -> dx
+        ``(N, H, W, C)``, dw ``(kh, kw, C, F)``, db ``(F,)``. ``N == 0`` gives an empty dx
+        and zero dw, db.
 
     Returns:
         ``(dx, dw, db)``, float32.
