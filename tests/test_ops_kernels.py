@@ -326,13 +326,13 @@ def _fresh(code, env_extra=None, preexec_fn=None):
     return out.stdout.strip()
 
 
-@pytest.mark.parametrize("name", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("name", ["generic", "avx2", "avx512", "sse"])
 def test_pixrank_simd_environment_variable(name):
-    code = "import pixrank._kernels as k; print(k.info()['simd'])"
+    code = "import pixrank._kernels as k; i = k.info(); print(i['simd'], i.get('simd_env_rejected'))"
     if name in K.available_simd():
-        assert _fresh(code, {"PIXRANK_SIMD": name}) == name
-    else:  # not on this CPU: the detected best path is kept
-        assert _fresh(code, {"PIXRANK_SIMD": name}) == K.available_simd()[-1]
+        assert _fresh(code, {"PIXRANK_SIMD": name}) == f"{name} None"
+    else:  # not on this CPU (or no such path): the detected best path is kept, and said so
+        assert _fresh(code, {"PIXRANK_SIMD": name}) == f"{K.available_simd()[-1]} {name}"
 
 
 def test_default_threads_follow_the_cpu_affinity():
