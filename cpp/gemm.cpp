@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 
 #include "runtime.hpp"
 
@@ -31,23 +32,32 @@ thread_local AlignedBuffer tl_pack_a;
 thread_local AlignedBuffer tl_pack_b;
 }  // namespace
 
-void pack_a(const UKernel& uk, const float* A, int64_t lda, bool trans_a, int64_t i0, int64_t mc, int64_t p0,
-            int64_t kc, float* Ap) {
-    const int MR = uk.mr;
+namespace {
+
+// The packing loops are templates on the micro-tile size, so that the inner loops over MR rows or
+// NR columns are fully unrolled with the row pointers in registers (a run-time MR made them scalar
+// loops that cost half as much as the multiply itself in convolutions).
+template <int MR>
+void pack_a_impl(const float* A, int64_t lda, bool trans_a, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
+                 float* __restrict Ap) {
     for (int64_t ir = 0; ir < mc; ir += MR) {
         const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
-        float* dst = Ap + ir * kc;
+        float* __restrict dst = Ap + ir * kc;
         if (!trans_a) {
             // op(A)[i, p] = A[i * lda + p]: MR row streams, written p-major.
-            const float* rows[32];
-            for (int r = 0; r < mr; ++r) rows[r] = A + (i0 + ir + r) * lda + p0;
             if (mr == MR) {
-                for (int64_t p = 0; p < kc; ++p)
-                    for (int r = 0; r < MR; ++r) dst[p * MR + r] = rows[r][p];
-            } else {
+                const float* rows[MR];
+                for (int r = 0; r < MR; ++r) rows[r] = A + (i0 + ir + r) * lda + p0;
                 for (int64_t p = 0; p < kc; ++p) {
-                    for (int r = 0; r < mr; ++r) dst[p * MR + r] = rows[r][p];
-                    for (int r = mr; r < MR; ++r) dst[p * MR + r] = 0.0f;
+#pragma GCC unroll 32
+                    for (int r = 0; r < MR; ++r) dst[p * MR + r] = rows[r][p];
+                }
+            } else {
+                for (int64_t p = 0; p < kc; ++p)
+                    for (int r = 0; r < MR; ++r) dst[p * MR + r] = 0.0f;
+                for (int r = 0; r < mr; ++r) {
+                    const float* src = A + (i0 + ir + r) * lda + p0;
+                    for (int64_t p = 0; p < kc; ++p) dst[p * MR + r] = src[p];
                 }
             }
         } else {
@@ -55,48 +65,81 @@ void pack_a(const UKernel& uk, const float* A, int64_t lda, bool trans_a, int64_
             for (int64_t p = 0; p < kc; ++p) {
                 const float* src = A + (p0 + p) * lda + i0 + ir;
                 float* d = dst + p * MR;
-                for (int r = 0; r < mr; ++r) d[r] = src[r];
-                for (int r = mr; r < MR; ++r) d[r] = 0.0f;
+                if (mr == MR) {
+#pragma GCC unroll 32
+                    for (int r = 0; r < MR; ++r) d[r] = src[r];
+                } else {
+                    for (int r = 0; r < mr; ++r) d[r] = src[r];
+                    for (int r = mr; r < MR; ++r) d[r] = 0.0f;
+                }
             }
         }
     }
 }
 
-void pack_b_panel(const UKernel& uk, const float* B, int64_t ldb, bool trans_b, int64_t p0, int64_t kc,
-                  int64_t j0, int64_t nr, float* Bp, const float* col_scale) {
-    const int NR = uk.nr;
+template <int NR>
+void pack_b_impl(const float* B, int64_t ldb, bool trans_b, int64_t p0, int64_t kc, int64_t j0, int64_t nr,
+                 float* __restrict Bp, const float* col_scale) {
+    float scale[NR];
+    for (int c = 0; c < NR; ++c) scale[c] = (col_scale && c < nr) ? col_scale[j0 + c] : 1.0f;
     if (!trans_b) {
         // op(B)[p, j] = B[p * ldb + j], contiguous in j.
         for (int64_t p = 0; p < kc; ++p) {
             const float* src = B + (p0 + p) * ldb + j0;
-            float* d = Bp + p * NR;
-            if (col_scale) {
-                for (int64_t c = 0; c < nr; ++c) d[c] = src[c] * col_scale[j0 + c];
-            } else if (nr == NR) {
-                std::memcpy(d, src, sizeof(float) * NR);
-                continue;
+            float* __restrict d = Bp + p * NR;
+            if (nr == NR) {
+                if (col_scale) {
+#pragma GCC unroll 32
+                    for (int c = 0; c < NR; ++c) d[c] = src[c] * scale[c];
+                } else {
+#pragma GCC unroll 32
+                    for (int c = 0; c < NR; ++c) d[c] = src[c];
+                }
             } else {
-                for (int64_t c = 0; c < nr; ++c) d[c] = src[c];
+                for (int64_t c = 0; c < nr; ++c) d[c] = src[c] * scale[c];
+                for (int64_t c = nr; c < NR; ++c) d[c] = 0.0f;
             }
-            for (int64_t c = nr; c < NR; ++c) d[c] = 0.0f;
         }
     } else {
         // B stored (N, K): op(B)[p, j] = B[j * ldb + p]; NR row streams, written p-major.
-        const float* cols[64];
-        float scale[64];
-        for (int64_t c = 0; c < nr; ++c) {
-            cols[c] = B + (j0 + c) * ldb + p0;
-            scale[c] = col_scale ? col_scale[j0 + c] : 1.0f;
-        }
-        for (int64_t p = 0; p < kc; ++p) {
-            float* d = Bp + p * NR;
-            if (col_scale) {
-                for (int64_t c = 0; c < nr; ++c) d[c] = cols[c][p] * scale[c];
-            } else {
-                for (int64_t c = 0; c < nr; ++c) d[c] = cols[c][p];
+        if (nr == NR) {
+            const float* cols[NR];
+            for (int c = 0; c < NR; ++c) cols[c] = B + (j0 + c) * ldb + p0;
+            for (int64_t p = 0; p < kc; ++p) {
+                float* __restrict d = Bp + p * NR;
+#pragma GCC unroll 32
+                for (int c = 0; c < NR; ++c) d[c] = cols[c][p] * scale[c];
             }
-            for (int64_t c = nr; c < NR; ++c) d[c] = 0.0f;
+        } else {
+            for (int64_t p = 0; p < kc; ++p)
+                for (int c = 0; c < NR; ++c) Bp[p * NR + c] = 0.0f;
+            for (int64_t c = 0; c < nr; ++c) {
+                const float* src = B + (j0 + c) * ldb + p0;
+                for (int64_t p = 0; p < kc; ++p) Bp[p * NR + c] = src[p] * scale[c];
+            }
         }
+    }
+}
+
+}  // namespace
+
+void pack_a(const UKernel& uk, const float* A, int64_t lda, bool trans_a, int64_t i0, int64_t mc, int64_t p0,
+            int64_t kc, float* Ap) {
+    switch (uk.mr) {
+        case 4: return pack_a_impl<4>(A, lda, trans_a, i0, mc, p0, kc, Ap);
+        case 6: return pack_a_impl<6>(A, lda, trans_a, i0, mc, p0, kc, Ap);
+        case 12: return pack_a_impl<12>(A, lda, trans_a, i0, mc, p0, kc, Ap);
+        default: throw std::logic_error("pack_a: unsupported micro-tile height");
+    }
+}
+
+void pack_b_panel(const UKernel& uk, const float* B, int64_t ldb, bool trans_b, int64_t p0, int64_t kc,
+                  int64_t j0, int64_t nr, float* Bp, const float* col_scale) {
+    switch (uk.nr) {
+        case 8: return pack_b_impl<8>(B, ldb, trans_b, p0, kc, j0, nr, Bp, col_scale);
+        case 16: return pack_b_impl<16>(B, ldb, trans_b, p0, kc, j0, nr, Bp, col_scale);
+        case 32: return pack_b_impl<32>(B, ldb, trans_b, p0, kc, j0, nr, Bp, col_scale);
+        default: throw std::logic_error("pack_b_panel: unsupported micro-tile width");
     }
 }
 
