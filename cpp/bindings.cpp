@@ -482,6 +482,7 @@ py::dict info() {
     d["simd_available"] = available_simd();
     d["threads"] = pixrank::num_threads();
     d["threading"] = pixrank::threading_backend();
+    if (pixrank::serial_after_fork()) d["serial_after_fork"] = true;
     d["compiler"] = compiler();
     const pixrank::UKernel& uk = pixrank::active_ukernel();
     d["gemm_tile"] = py::make_tuple(uk.mr, uk.nr);

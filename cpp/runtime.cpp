@@ -11,6 +11,10 @@
 #if defined(__linux__)
 #include <sched.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define PIXRANK_HAVE_ATFORK 1
+#endif
 
 namespace pixrank {
 
@@ -35,13 +39,34 @@ namespace {
 // Upper bound on the thread count: more is never useful and guards against absurd requests.
 constexpr int64_t kMaxThreads = 1024;
 
+// GNU libgomp is not fork-safe: a child forked after the parent ran a parallel region hangs in its
+// first one. The kernels therefore run serially in such a child (multiprocessing workers, etc.).
+std::atomic<bool> g_pool_maybe_started{false};
+std::atomic<bool> g_forked_child{false};
+
+void on_fork_child() {
+    if (g_pool_maybe_started.load()) g_forked_child.store(true);
+}
+
 std::atomic<int>& threads_slot() {
-    static std::atomic<int> slot{affinity_cpus()};
+    static std::atomic<int> slot{[] {
+#ifdef PIXRANK_HAVE_ATFORK
+        pthread_atfork(nullptr, nullptr, &on_fork_child);
+#endif
+        return affinity_cpus();
+    }()};
     return slot;
 }
 }  // namespace
 
-int num_threads() { return threads_slot().load(std::memory_order_relaxed); }
+int num_threads() {
+    const int n = threads_slot().load(std::memory_order_relaxed);
+    if (g_forked_child.load(std::memory_order_relaxed)) return 1;
+    if (n > 1 && !g_pool_maybe_started.load(std::memory_order_relaxed)) g_pool_maybe_started.store(true);
+    return n;
+}
+
+bool serial_after_fork() { return g_forked_child.load(); }
 
 void set_num_threads(int64_t n) {
     if (n < 1 || n > kMaxThreads)

@@ -27,8 +27,11 @@ namespace pixrank {
 // Threads
 // ---------------------------------------------------------------------------------------------
 
-// Number of threads kernels use (>= 1).
+// Number of threads kernels use (>= 1); always 1 in a process forked after the parent used threads
+// (GNU OpenMP cannot run parallel regions in such a child).
 int num_threads();
+// True in such a forked child.
+bool serial_after_fork();
 // Sets the number of threads; throws std::invalid_argument when n < 1.
 void set_num_threads(int64_t n);
 // CPUs this process may run on (sched_getaffinity), at least 1.
@@ -84,7 +87,7 @@ private:
 template <class F>
 void parallel_for(int64_t n, int64_t grain, F&& f, int threads = 0) {
     if (n <= 0) return;
-    if (threads <= 0) threads = num_threads();
+    if (threads <= 0 || serial_after_fork()) threads = num_threads();
     if (grain < 1) grain = 1;
     int64_t max_chunks = (n + grain - 1) / grain;
     int64_t nt = threads < max_chunks ? threads : max_chunks;

@@ -187,3 +187,22 @@ def test_env_forces_variant():
         out = subprocess.run([sys.executable, "-c", "import pixrank._kernels as k; print(k.info()['simd'])"],
                              env=env, capture_output=True, text=True, check=True)
         assert out.stdout.strip() == simd
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_does_not_hang():
+    # GNU OpenMP cannot run parallel regions in a child forked after the parent used its threads;
+    # the kernels must then run serially in the child instead of hanging.
+    script = (
+        "import os, numpy as np, pixrank._kernels as k\n"
+        "a = np.ones((256, 256), np.float32)\n"
+        "k.set_num_threads(2); k.matmul(a, a)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    c = k.matmul(a, a); i, s = k.cosine_topk(a, a, 3)\n"
+        "    os._exit(0 if c[0, 0] == 256.0 and k.get_num_threads() == 1 else 3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "raise SystemExit(os.waitstatus_to_exitcode(status))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
