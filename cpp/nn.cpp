@@ -223,10 +223,25 @@ ConvGeom make_conv_geom(const char* fn, int64_t B, int64_t H, int64_t W, int64_t
 }
 
 namespace {
+// Copies / zeroes n floats; short runs (a kernel row of a 1-3 channel image) inline, long ones via libc.
+inline void copy_floats(float* __restrict dst, const float* __restrict src, int64_t n) {
+    if (n <= 16) {
+        for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+    } else {
+        std::memcpy(dst, src, sizeof(float) * static_cast<size_t>(n));
+    }
+}
+inline void zero_floats(float* dst, int64_t n) {
+    if (n <= 16) {
+        for (int64_t i = 0; i < n; ++i) dst[i] = 0.0f;
+    } else {
+        std::memset(dst, 0, sizeof(float) * static_cast<size_t>(n));
+    }
+}
+
 // cols rows [r0, r1) (global row index r = (b * OH + oh) * OW + ow) into dst (r1 - r0, KK).
 void im2col_rows(const ConvGeom& g, const float* x, int64_t r0, int64_t r1, float* dst) {
     const int64_t C = g.C;
-    const size_t crow = sizeof(float) * static_cast<size_t>(C);
     for (int64_t r = r0; r < r1; ++r) {
         const int64_t b = r / (g.OH * g.OW);
         const int64_t rem = r % (g.OH * g.OW);
@@ -236,22 +251,22 @@ void im2col_rows(const ConvGeom& g, const float* x, int64_t r0, int64_t r1, floa
         for (int64_t i = 0; i < g.kh; ++i) {
             const int64_t ih = oh * g.sh - g.pt + i;
             if (ih < 0 || ih >= g.H) {
-                std::memset(out, 0, crow * static_cast<size_t>(g.kw));
+                zero_floats(out, g.kw * C);
                 out += g.kw * C;
                 continue;
             }
             const int64_t iw0 = ow * g.sw - g.pl;
             if (iw0 >= 0 && iw0 + g.kw <= g.W) {  // the whole kernel row is inside: one copy
-                std::memcpy(out, img + (ih * g.W + iw0) * C, crow * static_cast<size_t>(g.kw));
+                copy_floats(out, img + (ih * g.W + iw0) * C, g.kw * C);
                 out += g.kw * C;
                 continue;
             }
             for (int64_t j = 0; j < g.kw; ++j, out += C) {
                 const int64_t iw = iw0 + j;
                 if (iw < 0 || iw >= g.W)
-                    std::memset(out, 0, crow);
+                    zero_floats(out, C);
                 else
-                    std::memcpy(out, img + (ih * g.W + iw) * C, crow);
+                    copy_floats(out, img + (ih * g.W + iw) * C, C);
             }
         }
     }
