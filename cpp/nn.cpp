@@ -340,6 +340,8 @@ void conv2d(const ConvGeom& g, int64_t F, const float* x, const float* w, const 
     const int64_t nchunks = (g.B + ipc - 1) / ipc;
     const int64_t rows_per_image = g.OH * g.OW;
     const int nt = num_threads();
+    // One chunk of whole images: im2col into this thread's reused buffer, then the SGEMM with the
+    // bias/ReLU epilogue writes the chunk's output rows.
     auto do_chunk = [&](int64_t ch, bool inner_parallel) {
         const int64_t b0 = ch * ipc, b1 = std::min(g.B, b0 + ipc);
         const int64_t r0 = b0 * rows_per_image, r1 = b1 * rows_per_image;
@@ -353,10 +355,10 @@ void conv2d(const ConvGeom& g, int64_t F, const float* x, const float* w, const 
               inner_parallel ? 0 : 1);
     };
     if (nt > 1 && nchunks >= 2 * nt) {
-        parallel_for(nchunks, 1, [&](int64_t cb, int64_t ce) {
-            for (int64_t ch = cb; ch < ce; ++ch) do_chunk(ch, false);
-        });
+        // Threads take whole chunks (dynamically): each chunk's im2col stays in its thread's cache.
+        parallel_dynamic(nchunks, nt, [&](int64_t ch, int64_t) { do_chunk(ch, false); });
     } else {
+        // Few, large chunks: parallelise inside each (im2col rows, SGEMM tiles).
         for (int64_t ch = 0; ch < nchunks; ++ch) do_chunk(ch, true);
     }
 }
@@ -372,23 +374,38 @@ void conv2d_backward(const ConvGeom& g, int64_t F, const float* x, const float* 
         std::fill(db, db + F, 0.0f);
         return;
     }
-    const float* gd = masked_grad(g.R, F, dy, y, relu);  // (R, F)
-    column_sums(g.R, F, gd, db);
-
     const int64_t ipc = images_per_chunk(g, kChunkBytes);
     const int64_t nchunks = (g.B + ipc - 1) / ipc;
     const int64_t rows_per_image = g.OH * g.OW;
     const int nt = num_threads();
     const bool outer = nt > 1 && nchunks >= 2 * nt;
     const int64_t nparts = outer ? nt : 1;
-    // Per-thread partial dw (KK, F), summed at the end (deterministic for a given thread count).
+    // Per-thread partial dw (KK, F) and db (F,), summed at the end.
     float* part = nparts > 1 ? tl_part.get(static_cast<size_t>(nparts * KK * F)) : dw;
+    std::vector<double> db_part(static_cast<size_t>(nparts * F), 0.0);
     std::vector<char> touched(static_cast<size_t>(nparts), 0);
 
+    // One chunk of whole images: g = dy * (y > 0) for its rows (the ReLU mask applied once, into a
+    // reused buffer), db += column sums of g, dw += cols^T @ g, dcols = g @ w^T, dx rows = col2im.
     auto do_chunk = [&](int64_t ch, int64_t slot, bool inner_parallel) {
         const int64_t b0 = ch * ipc, b1 = std::min(g.B, b0 + ipc);
         const int64_t r0 = b0 * rows_per_image, r1 = b1 * rows_per_image, rows = r1 - r0;
         const int thr = inner_parallel ? 0 : 1;
+        const float* gch = dy + r0 * F;
+        if (relu) {
+            float* gb = tl_grad.get(static_cast<size_t>(std::max<int64_t>(1, rows * F)));
+            const float* yc = y + r0 * F;
+            for (int64_t i = 0; i < rows * F; ++i) {  // branch-free (vectorised)
+                const float d = gch[i];
+                gb[i] = yc[i] > 0.0f ? d : 0.0f;
+            }
+            gch = gb;
+        }
+        double* dbp = db_part.data() + slot * F;
+        for (int64_t r = 0; r < rows; ++r) {
+            const float* row = gch + r * F;
+            for (int64_t f = 0; f < F; ++f) dbp[f] += row[f];
+        }
         float* cols = tl_cols.get(static_cast<size_t>(std::max<int64_t>(1, rows * KK)));
         if (inner_parallel)
             parallel_for(rows, grain_rows(KK),
@@ -397,42 +414,30 @@ void conv2d_backward(const ConvGeom& g, int64_t F, const float* x, const float* 
             im2col_rows(g, x, r0, r1, cols);
         float* dwp = part + slot * KK * F;
         // dw (KK, F) += cols^T (KK, rows) @ g (rows, F)
-        sgemm(KK, F, rows, cols, KK, true, gd + r0 * F, F, false, dwp, F, nullptr, false,
+        sgemm(KK, F, rows, cols, KK, true, gch, F, false, dwp, F, nullptr, false,
               touched[static_cast<size_t>(slot)] != 0, thr);
         touched[static_cast<size_t>(slot)] = 1;
         // dcols (rows, KK) = g (rows, F) @ w^T (w stored (KK, F))
         float* dcols = tl_dcols.get(static_cast<size_t>(std::max<int64_t>(1, rows * KK)));
-        sgemm(rows, KK, F, gd + r0 * F, F, false, w, F, true, dcols, KK, nullptr, false, false, thr);
+        sgemm(rows, KK, F, gch, F, false, w, F, true, dcols, KK, nullptr, false, false, thr);
         col2im_images(g, dcols, b0, b1, dx, inner_parallel);
     };
     if (outer) {
-        ExceptionCarrier carrier;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(static_cast<int>(nparts))
-#endif
-        {
-            const int64_t t = thread_id();
-#ifdef _OPENMP
-            const int64_t team = omp_get_num_threads();
-#else
-            const int64_t team = 1;
-#endif
-            carrier.run([&] {
-                for (int64_t ch = nchunks * t / team; ch < nchunks * (t + 1) / team; ++ch) do_chunk(ch, t, false);
-            });
+        parallel_dynamic(nchunks, static_cast<int>(nparts), [&](int64_t ch, int64_t slot) { do_chunk(ch, slot, false); });
+        // Reduce the partials (slots never touched stay out of the sum).
+        for (int64_t i = 0; i < KK * F; ++i) {
+            float s = 0.0f;
+            for (int64_t t = 0; t < nparts; ++t)
+                if (touched[static_cast<size_t>(t)]) s += part[t * KK * F + i];
+            dw[i] = s;
         }
-        carrier.rethrow();
-        // Reduce partials into dw (slots never touched stay out of the sum).
-        parallel_for(KK * F, 4096, [&](int64_t b, int64_t e) {
-            for (int64_t i = b; i < e; ++i) {
-                float s = 0.0f;
-                for (int64_t t = 0; t < nparts; ++t)
-                    if (touched[static_cast<size_t>(t)]) s += part[t * KK * F + i];
-                dw[i] = s;
-            }
-        });
     } else {
         for (int64_t ch = 0; ch < nchunks; ++ch) do_chunk(ch, 0, true);
+    }
+    for (int64_t f = 0; f < F; ++f) {
+        double s = 0.0;
+        for (int64_t t = 0; t < nparts; ++t) s += db_part[static_cast<size_t>(t * F + f)];
+        db[f] = static_cast<float>(s);
     }
 }
 

@@ -111,6 +111,34 @@ void parallel_for(int64_t n, int64_t grain, F&& f, int threads = 0) {
     carrier.rethrow();
 }
 
+// Calls f(i, slot) for every i in [0, n) on up to `threads` threads, handing out indices dynamically
+// (a preempted thread does not hold the others back); slot in [0, threads) names the executing
+// thread, for per-thread partial results. Exceptions from workers are rethrown here. Serial (slot 0)
+// inside another parallel region or with one thread.
+template <class F>
+void parallel_dynamic(int64_t n, int threads, F&& f) {
+    if (n <= 0) return;
+    if (threads <= 0 || serial_after_fork()) threads = num_threads();
+    const int64_t nt = threads < n ? threads : n;
+    if (nt <= 1 || in_parallel()) {
+        for (int64_t i = 0; i < n; ++i) f(i, int64_t(0));
+        return;
+    }
+    ExceptionCarrier carrier;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(static_cast<int>(nt)) schedule(dynamic, 1)
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t slot = omp_get_thread_num();
+        carrier.run([&] { f(i, slot); });
+    }
+#else
+    carrier.run([&] {
+        for (int64_t i = 0; i < n; ++i) f(i, int64_t(0));
+    });
+#endif
+    carrier.rethrow();
+}
+
 // ---------------------------------------------------------------------------------------------
 // SIMD variant
 // ---------------------------------------------------------------------------------------------
