@@ -6,8 +6,9 @@
 // (query block x NB) tile of cosine scores in a small thread-local buffer, and a running top-k per
 // query consumes it at once: a score is first compared with the query's current k-th best (a single
 // comparison rejects almost every score), and only survivors are inserted. The (Q, n) score matrix
-// is never held. Threads split the queries (each owns its output rows) or, for few queries, the
-// database (per-thread top-k lists merged at the end).
+// is never held. For small k threads take database chunks dynamically (per-thread top-k lists for
+// every query, merged at the end; every database vector is normalised and packed once); for large k
+// they split the queries.
 //
 // Ordering: score descending, then index ascending. The acceptance test uses the same total order,
 // so the result does not depend on the blocking or the thread count.
@@ -142,65 +143,49 @@ void cosine_topk(int64_t Q, int64_t n, int64_t d, const float* queries, const fl
     std::vector<float> qinv(static_cast<size_t>(Q)), dinv(static_cast<size_t>(n));
     inverse_norms("queries", Q, d, queries, qinv.data());
     inverse_norms("database", n, d, database, dinv.data());
-    // Normalised queries (Q, d): small next to the database.
-    std::vector<float> qn(static_cast<size_t>(Q * std::max<int64_t>(d, 1)));
-    for (int64_t i = 0; i < Q; ++i)
-        for (int64_t j = 0; j < d; ++j) qn[static_cast<size_t>(i * d + j)] = queries[i * d + j] * qinv[static_cast<size_t>(i)];
 
     const UKernel& uk = active_ukernel();
     const int64_t MR = uk.mr, NR = uk.nr, KC = uk.kc;
-    const int64_t dd = std::max<int64_t>(d, 1);  // d == 0: every score is 0 (packing writes zeros)
-    // Database block: about 128 KiB of packed floats, a multiple of NR.
+    const int64_t dd = std::max<int64_t>(d, 1);  // d == 0: every score is 0
+    // Database block: about 128 KiB of packed floats (stays in L2), a multiple of NR.
     const int64_t NB = std::max<int64_t>(NR, std::min<int64_t>(1024, (32768 / dd) / NR * NR));
     const int64_t QB = std::max<int64_t>(MR, (96 / MR) * MR);  // query rows per score tile
 
+    // All queries, L2-normalised, packed once as GEMM A panels (one region per depth block).
+    const int64_t Qpad = (Q + MR - 1) / MR * MR;
+    std::vector<float> qn(static_cast<size_t>(Q * dd));
+    for (int64_t i = 0; i < Q; ++i)
+        for (int64_t j = 0; j < d; ++j)
+            qn[static_cast<size_t>(i * d + j)] = queries[i * d + j] * qinv[static_cast<size_t>(i)];
+    float* Aq = tl_qpack.get(static_cast<size_t>(Qpad * dd));
+    for (int64_t pc = 0; pc < d; pc += KC) pack_a(uk, qn.data(), d, false, 0, Q, pc, std::min(KC, d - pc), Aq + Qpad * pc);
+
     const int nt = num_threads();
-    // Split queries when there are enough of them; otherwise split the database and merge.
-    const bool split_queries = nt == 1 || Q >= 8 * MR * nt;
-    const int64_t tasks = nt;
     const bool small = kk <= kSmallK;
     const int64_t cap = small ? kk : 2 * kk;
+    // Small k: threads take database chunks dynamically, each keeping per-thread lists for every
+    // query (merged at the end), so every database vector is packed exactly once. Large k: threads
+    // take query ranges (lists of 2k per query are too big to keep per thread).
+    const bool split_db = small && nt > 1;
+    const int64_t slots = split_db ? nt : 1;
+    std::vector<float> tvals(static_cast<size_t>(checked_mul(checked_mul(slots, Q, "cosine_topk"), cap, "cosine_topk")));
+    std::vector<int64_t> tidx(tvals.size());
+    std::vector<TopK> lists;
+    lists.reserve(static_cast<size_t>(slots * Q));
+    for (int64_t t = 0; t < slots; ++t)
+        for (int64_t q = 0; q < Q; ++q) {
+            const size_t off = static_cast<size_t>((t * Q + q) * cap);
+            lists.push_back(TopK{kk, small, tvals.data() + off, tidx.data() + off});
+        }
 
-    // Per-task top-k storage for database splitting (Q lists per task); queries splitting writes
-    // its lists into the outputs directly when small, else into per-query buffers.
-    std::vector<float> tvals;
-    std::vector<int64_t> tidx;
-    std::vector<int64_t> tcount;
-    const int64_t lists = split_queries ? Q : Q * tasks;
-    if (!(split_queries && small)) {
-        tvals.resize(static_cast<size_t>(checked_mul(lists, cap, "cosine_topk")));
-        tidx.resize(static_cast<size_t>(lists * cap));
-    }
-    tcount.assign(static_cast<size_t>(lists), 0);
-
-    auto run_task = [&](int64_t task, int64_t q0, int64_t q1, int64_t n0, int64_t n1) {
+    // Scores of queries [q0, q1) (q0 a multiple of MR) against database rows [n0, n1), offered to
+    // the lists of `slot`.
+    auto run = [&](int64_t slot, int64_t q0, int64_t q1, int64_t n0, int64_t n1) {
         const int64_t nq = q1 - q0;
         if (nq <= 0 || n1 <= n0) return;
-        const int64_t nq_pad = (nq + MR - 1) / MR * MR;
-        const int64_t kblocks = (d + KC - 1) / KC;
-        // Pack this task's queries once, one region per depth block.
-        float* Aq = tl_qpack.get(static_cast<size_t>(nq_pad * dd));
-        for (int64_t pc = 0; pc < d; pc += KC) {
-            const int64_t kc = std::min(KC, d - pc);
-            pack_a(uk, qn.data(), d, false, q0, nq, pc, kc, Aq + nq_pad * pc);
-        }
         float* Bd = tl_dbpack.get(static_cast<size_t>(NB * dd));
         float* S = tl_tile.get(static_cast<size_t>(QB * NB));
-        std::vector<TopK> lists_here;
-        lists_here.reserve(static_cast<size_t>(nq));
-        for (int64_t q = q0; q < q1; ++q) {
-            const int64_t slot = split_queries ? q : task * Q + q;
-            float* v;
-            int64_t* ix;
-            if (split_queries && small) {
-                v = scores + q * kk;
-                ix = indices + q * kk;
-            } else {
-                v = tvals.data() + slot * cap;
-                ix = tidx.data() + slot * cap;
-            }
-            lists_here.push_back(TopK{kk, small, v, ix});
-        }
+        TopK* L0 = lists.data() + slot * Q;
         for (int64_t nb0 = n0; nb0 < n1; nb0 += NB) {
             const int64_t nb = std::min(NB, n1 - nb0);
             // Pack database rows nb0..nb0+nb as op(B) = database^T, scaled by their inverse norms.
@@ -211,19 +196,19 @@ void cosine_topk(int64_t Q, int64_t n, int64_t d, const float* queries, const fl
                     pack_b_panel(uk, database, d, true, pc, kc, nb0 + j, std::min(NR, nb - j), dst + j * kc,
                                  dinv.data());
             }
-            for (int64_t qb = 0; qb < nq; qb += QB) {
-                const int64_t mq = std::min(QB, nq - qb);
+            for (int64_t qb = q0; qb < q1; qb += QB) {
+                const int64_t mq = std::min(QB, q1 - qb);
                 if (d == 0) {
                     std::fill(S, S + mq * NB, 0.0f);
                 } else {
-                    for (int64_t kb = 0; kb < kblocks; ++kb) {
-                        const int64_t pc = kb * KC, kc = std::min(KC, d - pc);
-                        macro_kernel(uk, mq, nb, kc, Aq + nq_pad * pc + qb * kc, Bd + NB * pc, S, NB,
-                                     kb > 0 ? kAccumulate : 0, nullptr);
+                    for (int64_t pc = 0; pc < d; pc += KC) {
+                        const int64_t kc = std::min(KC, d - pc);
+                        macro_kernel(uk, mq, nb, kc, Aq + Qpad * pc + qb * kc, Bd + NB * pc, S, NB,
+                                     pc > 0 ? kAccumulate : 0, nullptr);
                     }
                 }
                 for (int64_t r = 0; r < mq; ++r) {
-                    TopK& L = lists_here[static_cast<size_t>(qb + r)];
+                    TopK& L = L0[qb + r];
                     const float* srow = S + r * NB;
                     int64_t j = 0;
                     while (j < nb && !L.have_thr) {
@@ -240,62 +225,61 @@ void cosine_topk(int64_t Q, int64_t n, int64_t d, const float* queries, const fl
                 }
             }
         }
-        for (int64_t q = 0; q < nq; ++q) {
-            TopK& L = lists_here[static_cast<size_t>(q)];
-            L.finish();
-            tcount[static_cast<size_t>(split_queries ? q0 + q : task * Q + q0 + q)] = L.count;
-        }
     };
 
-    if (split_queries) {
-        parallel_for(tasks, 1, [&](int64_t tb, int64_t te) {
-            for (int64_t t = tb; t < te; ++t) {
-                // Query ranges on MR boundaries.
-                const int64_t panels = (Q + MR - 1) / MR;
-                const int64_t q0 = std::min(Q, panels * t / tasks * MR);
-                const int64_t q1 = std::min(Q, panels * (t + 1) / tasks * MR);
-                run_task(t, q0, q1, 0, n);
-            }
-        }, static_cast<int>(tasks));
-        if (!small) {
-            for (int64_t q = 0; q < Q; ++q) {
-                std::memcpy(scores + q * kk, tvals.data() + q * cap, sizeof(float) * static_cast<size_t>(kk));
-                std::memcpy(indices + q * kk, tidx.data() + q * cap, sizeof(int64_t) * static_cast<size_t>(kk));
-            }
-        }
-    } else {
-        parallel_for(tasks, 1, [&](int64_t tb, int64_t te) {
-            for (int64_t t = tb; t < te; ++t) {
-                const int64_t blocks = (n + NB - 1) / NB;
-                const int64_t n0 = std::min(n, blocks * t / tasks * NB);
-                const int64_t n1 = std::min(n, blocks * (t + 1) / tasks * NB);
-                run_task(t, 0, Q, n0, n1);
-            }
-        }, static_cast<int>(tasks));
-        // Merge the tasks' sorted lists per query.
-        parallel_for(Q, 16, [&](int64_t qb, int64_t qe) {
-            std::vector<int64_t> pos(static_cast<size_t>(tasks));
+    if (split_db) {
+        // About 8 chunks per thread (at least one database block each) for dynamic balance.
+        const int64_t blocks = (n + NB - 1) / NB;
+        const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(blocks, 8 * nt));
+        parallel_dynamic(chunks, nt, [&](int64_t c, int64_t slot) {
+            const int64_t n0 = std::min(n, blocks * c / chunks * NB);
+            const int64_t n1 = std::min(n, blocks * (c + 1) / chunks * NB);
+            run(slot, 0, Q, n0, n1);
+        });
+        // Merge the threads' lists per query (each sorted best first).
+        parallel_for(Q, 64, [&](int64_t qb, int64_t qe) {
+            std::vector<int64_t> pos(static_cast<size_t>(slots));
             for (int64_t q = qb; q < qe; ++q) {
+                for (int64_t t = 0; t < slots; ++t) lists[static_cast<size_t>(t * Q + q)].finish();
                 std::fill(pos.begin(), pos.end(), 0);
                 for (int64_t r = 0; r < kk; ++r) {
                     int64_t best = -1;
-                    for (int64_t t = 0; t < tasks; ++t) {
-                        const int64_t slot = t * Q + q;
+                    for (int64_t t = 0; t < slots; ++t) {
+                        const TopK& L = lists[static_cast<size_t>(t * Q + q)];
                         const int64_t p = pos[static_cast<size_t>(t)];
-                        if (p >= tcount[static_cast<size_t>(slot)]) continue;
-                        if (best < 0) { best = t; continue; }
-                        const int64_t bs = best * Q + q, bp = pos[static_cast<size_t>(best)];
-                        if (better(tvals[static_cast<size_t>(slot * cap + p)], tidx[static_cast<size_t>(slot * cap + p)],
-                                   tvals[static_cast<size_t>(bs * cap + bp)], tidx[static_cast<size_t>(bs * cap + bp)]))
+                        if (p >= L.count) continue;
+                        if (best < 0) {
                             best = t;
+                            continue;
+                        }
+                        const TopK& B = lists[static_cast<size_t>(best * Q + q)];
+                        const int64_t bp = pos[static_cast<size_t>(best)];
+                        if (better(L.vals[p], L.idx[p], B.vals[bp], B.idx[bp])) best = t;
                     }
                     if (best < 0) throw std::logic_error("cosine_topk: internal error (merge ran short)");
-                    const int64_t bs = best * Q + q, bp = pos[static_cast<size_t>(best)]++;
-                    scores[q * kk + r] = tvals[static_cast<size_t>(bs * cap + bp)];
-                    indices[q * kk + r] = tidx[static_cast<size_t>(bs * cap + bp)];
+                    const TopK& B = lists[static_cast<size_t>(best * Q + q)];
+                    const int64_t bp = pos[static_cast<size_t>(best)]++;
+                    scores[q * kk + r] = B.vals[bp];
+                    indices[q * kk + r] = B.idx[bp];
                 }
             }
         });
+    } else {
+        // Query ranges on MR boundaries, each against the whole database.
+        const int64_t panels = (Q + MR - 1) / MR;
+        const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(nt, panels));
+        parallel_dynamic(tasks, nt, [&](int64_t t, int64_t) {
+            const int64_t q0 = std::min(Q, panels * t / tasks * MR);
+            const int64_t q1 = std::min(Q, panels * (t + 1) / tasks * MR);
+            run(0, q0, q1, 0, n);
+            for (int64_t q = q0; q < q1; ++q) lists[static_cast<size_t>(q)].finish();
+        });
+        for (int64_t q = 0; q < Q; ++q) {
+            const TopK& L = lists[static_cast<size_t>(q)];
+            if (L.count != kk) throw std::logic_error("cosine_topk: internal error (short list)");
+            std::memcpy(scores + q * kk, L.vals, sizeof(float) * static_cast<size_t>(kk));
+            std::memcpy(indices + q * kk, L.idx, sizeof(int64_t) * static_cast<size_t>(kk));
+        }
     }
 }
 
