@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <initializer_list>
 #include <stdexcept>
 
 #include "runtime.hpp"
@@ -191,11 +192,13 @@ void gemm_tile(const UKernel& uk, int64_t m, int64_t n, int64_t K, const float* 
 
 // Splits the M x N output into mt x nt independent tiles for `threads` threads: the number of tiles
 // a multiple of the thread count (balanced on a quiet machine) and about four per thread when the
-// shape allows (dynamic scheduling absorbs preemption on a busy one), tiles as square as possible
-// and at least min_m x min_n so that packing stays amortised.
-void choose_grid(int64_t M, int64_t N, int64_t threads, int64_t min_m, int64_t min_n, int64_t* mt, int64_t* nt) {
+// shape allows and the product is large (dynamic scheduling absorbs preemption on a busy one),
+// tiles as square as possible and at least min_m x min_n so that packing stays amortised.
+void choose_grid(int64_t M, int64_t N, int64_t threads, int64_t min_m, int64_t min_n, bool large, int64_t* mt,
+                 int64_t* nt) {
     const int64_t max_mt = std::max<int64_t>(1, M / min_m), max_nt = std::max<int64_t>(1, N / min_n);
-    for (int64_t per : {4, 3, 2, 1}) {
+    const std::initializer_list<int64_t> large_order{4, 3, 2, 1}, small_order{1, 2};
+    for (int64_t per : large ? large_order : small_order) {
         const int64_t want = per * threads;
         int64_t best_m = 0, best_n = 0;
         double best_score = 0.0;
@@ -257,7 +260,10 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, bool tr
     // Independent output tiles, scheduled dynamically: no barrier inside the parallel region, so a
     // preempted thread never stalls the others. Tile edges fall on micro-tile boundaries.
     int64_t gm = 1, gn = 1;
-    choose_grid(M, N, nt, std::max<int64_t>(MR, 16 * MR), std::max<int64_t>(NR, 8 * NR), &gm, &gn);
+    // Large products: about four tiles per thread; small ones (under ~32M multiply-adds per thread):
+    // one tile per thread, so that packing stays a small part of the work.
+    const bool large = work / static_cast<double>(nt) >= 32.0 * 1024 * 1024;
+    choose_grid(M, N, nt, 4 * MR, 2 * NR, large, &gm, &gn);
     const int64_t mpanels = ceil_div(M, MR), npanels = ceil_div(N, NR);
     gm = std::min(gm, mpanels);
     gn = std::min(gn, npanels);
