@@ -92,7 +92,7 @@ def adam_update(
     """One Adam step in place on param, m, v (same shape); decoupled weight decay (AdamW); t >= 1."""
 
 def set_num_threads(n: int) -> None:
-    """Threads used by every kernel (1 <= n <= 1024)."""
+    """Threads used by every kernel (1 <= n <= 1024; default: the CPUs this process may use)."""
 
 def get_num_threads() -> int: ...
 def set_simd(name: str) -> None:
@@ -103,4 +103,5 @@ def available_simd() -> list[str]:
 
 def info() -> dict[str, Any]:
     """version, simd, simd_available, threads, threading ("openmp"/"serial"), compiler, gemm_tile,
-    gemm_blocks, sanitize (and simd_env_rejected when PIXRANK_SIMD named an unavailable variant)."""
+    gemm_blocks, sanitize; simd_env_rejected when PIXRANK_SIMD named an unavailable variant;
+    serial_after_fork in a process forked after its parent used threads (kernels then run serially)."""
