@@ -20,6 +20,9 @@ All three sides use the same parameters: cosine space, ``M = 16``, ``ef_construc
   ``hnsw.efConstruction = 200``, ``hnsw.efSearch = ef`` (queries normalised inside the
   timed call).
 
+``python -m bench --hnsw-n N`` uses ``N`` vectors (and ``min(10,000, max(1,000, N / 10))``
+queries) instead, for a loaded machine where a 100k build takes many minutes.
+
 Build time: one build per side at the largest thread count asked for (a build of 100k takes
 about a minute on 2 shared cores; the order of the sides alternates between data sets).
 Queries: paired timing, all ``Q`` queries per call, at every thread count; queries/s =
@@ -30,6 +33,7 @@ hnswlib graphs with the same parameters and seed; multi-threaded builds differ s
 """
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -77,6 +81,9 @@ def _pixrank_index():
 def run(refs: list[str], threads: list[int], quick: bool, log=print) -> list[dict]:
     rng = np.random.default_rng(2024)
     n, d, nq = (3_000, 32, 200) if quick else (100_000, 128, 10_000)
+    if os.environ.get("PIXRANK_BENCH_HNSW_N"):  # python -m bench --hnsw-n N
+        n = int(os.environ["PIXRANK_BENCH_HNSW_N"])
+        nq = min(nq, max(1_000, n // 10))
     efs = EFS_QUICK if quick else EFS_FULL
     build_threads = max(threads)
     try:

@@ -154,6 +154,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None,
                    help="output folder (default bench/results; with --quick a temporary folder)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--hnsw-n", type=int, default=None,
+                   help="database size of the hnsw group (default 100,000; smaller for a loaded machine)")
     p.add_argument("--merge", action="store_true",
                    help="keep the other groups already in the output folder's results.json")
     a = p.parse_args(argv)
@@ -165,6 +167,10 @@ def main(argv=None) -> int:
         threads = [int(t) for t in a.threads.split(",") if t.strip()]
     except ValueError:
         p.error(f"--threads takes comma-separated ints, got {a.threads!r}")
+    if a.hnsw_n is not None:
+        if a.hnsw_n < 1000:
+            p.error(f"--hnsw-n must be >= 1000, got {a.hnsw_n}")
+        os.environ["PIXRANK_BENCH_HNSW_N"] = str(a.hnsw_n)  # inherited by the hnsw child
     out = a.out or (tempfile.mkdtemp(prefix="pixrank-bench-") if a.quick else DEFAULT_OUT)
     try:
         suite = run_suite(groups, threads, a.quick, out, plots=not a.no_plots, merge=a.merge,
