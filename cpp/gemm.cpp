@@ -251,7 +251,7 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, bool tr
     int64_t nt = threads > 0 ? threads : num_threads();
     if (in_parallel() || serial_after_fork()) nt = 1;
     const double work = static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
-    nt = std::max<int64_t>(1, std::min<int64_t>(nt, static_cast<int64_t>(work / (64.0 * 64.0 * 64.0))));
+    nt = std::max<int64_t>(1, std::min<int64_t>(nt, static_cast<int64_t>(std::min(work / (64.0 * 64.0 * 64.0), 1e6))));
     if (nt == 1) {
         gemm_tile(uk, M, N, K, A, lda, trans_a, B, ldb, trans_b, C, ldc, bias, relu, accumulate, 0, 0);
         return;

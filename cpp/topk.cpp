@@ -164,9 +164,10 @@ void cosine_topk(int64_t Q, int64_t n, int64_t d, const float* queries, const fl
     const bool small = kk <= kSmallK;
     const int64_t cap = small ? kk : 2 * kk;
     // Small k: threads take database chunks dynamically, each keeping per-thread lists for every
-    // query (merged at the end), so every database vector is packed exactly once. Large k: threads
-    // take query ranges (lists of 2k per query are too big to keep per thread).
-    const bool split_db = small && nt > 1;
+    // query (merged at the end), so every database vector is packed exactly once. Large k, or so
+    // many queries that per-thread lists would be big: threads take query ranges.
+    const bool split_db = small && nt > 1 &&
+                          (static_cast<double>(Q) * static_cast<double>(kk) * nt <= double(1 << 24) || Q < 8 * MR * nt);
     const int64_t slots = split_db ? nt : 1;
     std::vector<float> tvals(static_cast<size_t>(checked_mul(checked_mul(slots, Q, "cosine_topk"), cap, "cosine_topk")));
     std::vector<int64_t> tidx(tvals.size());
