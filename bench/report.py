@@ -202,6 +202,55 @@ def _versions(suite):
     return v
 
 
+#: issue 5's figures to reach: (label, group, row filter, reference, threshold on the ratio)
+TARGETS = [
+    ("SGEMM ≥ 512³: ≥ 0.95× numpy", "gemm", lambda r: r["row"] in ("512³", "1024³", "2048³"), "numpy", 0.95),
+    ("SGEMM ≥ 512³: ≥ 2× PyTorch", "gemm", lambda r: r["row"] in ("512³", "1024³", "2048³"), "torch", 2.0),
+    ("Dense+ReLU fwd+bwd 128×784→200: ≥ 2× PyTorch", "layers",
+     lambda r: r["row"].startswith("Dense+ReLU fwd+bwd 128x784->200"), "torch", 2.0),
+    ("softmax CE fwd+bwd (128, 10): ≥ 3× PyTorch", "layers",
+     lambda r: r["row"].startswith("softmax CE fwd+bwd (128, 10)"), "torch", 3.0),
+    ("Conv2D fwd+bwd, cnn shapes: ≥ 1× PyTorch", "layers",
+     lambda r: r["row"].startswith("Conv2D+ReLU fwd+bwd") or r["row"].startswith("Dense+ReLU fwd+bwd 3136"), "torch", 1.0),
+    ("MLP epoch: ≥ 2× PyTorch", "training", lambda r: r["row"].startswith("mlp"), "torch", 2.0),
+    ("cnn epoch: ≥ 1× PyTorch", "training", lambda r: r["row"].startswith("cnn"), "torch", 1.0),
+    ("exact top-10: ≥ 1.5× FAISS IndexFlatIP", "ranking", lambda r: True, "faiss", 1.5),
+    ("exact top-10: ≥ 2× numpy", "ranking", lambda r: True, "numpy", 2.0),
+    ("HNSW via Index: within 5 % of raw hnswlib (q/s and build)", "hnsw", lambda r: True, "hnswlib", 0.95),
+]
+
+
+def _targets(lines, suite):
+    """A summary table: each target of issue 5, the worst and best ratio over its rows."""
+    rows_all = [r for results in suite["groups"].values() for res in results for r in res.get("rows", [])]
+    body = []
+    for label, g, sel, ref, thr in TARGETS:
+        rows = [r for r in rows_all if r["group"] == g and sel(r) and ref in r.get("refs", {})]
+        cells = []
+        for nt in (2, 1):
+            vals = [(r["ratios"].get(ref), r["row"]) for r in rows if r["threads"] == nt and r["ratios"].get(ref)]
+            if vals:
+                lo, hi = min(vals), max(vals)
+                cells.append(f"{lo[0]:.2f}× ({lo[1]}) … {hi[0]:.2f}×" if len(vals) > 1 else f"{lo[0]:.2f}×")
+            else:
+                cells.append("n/a")
+        cpu = [(r["cpu_s"][ref] / r["cpu_s"]["pixrank"], r["row"]) for r in rows if r["threads"] == 1
+               and r.get("cpu_s", {}).get(ref) and r.get("cpu_s", {}).get("pixrank")]
+        cpu_cell = (f"{min(cpu)[0]:.2f}× … {max(cpu)[0]:.2f}×" if len(cpu) > 1 else f"{cpu[0][0]:.2f}×") if cpu else "n/a"
+        two = [r["ratios"].get(ref) for r in rows if r["threads"] == 2 and r["ratios"].get(ref)]
+        met = "n/a" if not two else ("**yes**" if min(two) >= thr else ("partly" if max(two) >= thr else "no"))
+        extra = ""
+        if g == "training":
+            gaps = [(r["extra"].get("accuracy", {}).get("pixrank"), r["extra"].get("accuracy", {}).get(ref))
+                    for r in rows]
+            gaps = [(a - b) * 100 for a, b in gaps if a is not None and b is not None]
+            if gaps:
+                extra = f"; accuracy gap {', '.join(f'{x:+.2f}' for x in gaps)} points (target within ±0.5)"
+        body.append([label, cells[0], cells[1], cpu_cell, met + extra])
+    _table(lines, ["target (issue 5)", "ratio, 2 threads (worst … best)", "ratio, 1 thread",
+                   "CPU-time ratio, 1 thread", "met at 2 threads (all rows)?"], body)
+
+
 def write_markdown(suite, path):
     m = suite["machine"]
     lines = ["# pixrank benchmarks", ""]
@@ -229,6 +278,10 @@ def write_markdown(suite, path):
                   "parallel barrier, and even 1-thread wall times stretch. The 'CPU-time ratio' column "
                   "(1-thread rows: process CPU seconds, which exclude time spent descheduled) and the "
                   "best-repeat ratios in brackets are the more robust comparisons on such a machine.", ""]
+    lines += ["## Figures against the targets", "",
+              "Ratios are reference time / pixrank time (for HNSW: pixrank q/s / hnswlib q/s, and build "
+              "times); the worst and best over the target's rows, each a median over interleaved repeats.", ""]
+    _targets(lines, suite)
     lines += ["## Machine", ""]
     pk = m.get("peak_gflops", {})
     lines += [f"- CPU: {m['cpu']} ({m['machine']}), {m['cores']} cores available to the process",
