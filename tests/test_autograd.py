@@ -308,3 +308,33 @@ def test_parameter_is_float32_copy():
         p.assign(np.zeros(3))
     frozen = ag.Parameter(np.zeros(2), trainable=False)
     assert not frozen.requires_grad
+
+
+def test_grad_mode_is_thread_local():
+    """no_grad in one thread must not switch recording off in another (as in PyTorch)."""
+    import threading
+
+    from pixrank import autograd as ag
+
+    inside = threading.Event()
+    release = threading.Event()
+
+    def other():
+        with ag.no_grad():
+            inside.set()
+            release.wait(5)
+
+    t = threading.Thread(target=other)
+    t.start()
+    assert inside.wait(5)
+    try:
+        assert ag.is_grad_enabled()
+        w = ag.Parameter(np.ones((2, 2), np.float32))
+        y = ag.sum(ag.mul(w, w))
+        assert y.requires_grad
+        y.backward()
+        np.testing.assert_allclose(w.grad, 2 * np.ones((2, 2)))
+    finally:
+        release.set()
+        t.join()
+    assert ag.is_grad_enabled()

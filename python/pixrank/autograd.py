@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import threading
 import math
 
 import numpy as np
@@ -63,34 +64,41 @@ __all__ = [
 ]
 
 _F32 = np.float32
-_GRAD_ENABLED = True
+class _GradMode(threading.local):
+    """Grad mode is per thread, as in PyTorch: ``no_grad`` in one thread (say, a web server's
+    search) never turns recording off for a training loop in another."""
+
+    enabled = True
+
+
+_GRAD = _GradMode()
 
 
 def is_grad_enabled() -> bool:
-    """Whether operations are being recorded for differentiation."""
-    return _GRAD_ENABLED
+    """Whether operations are being recorded for differentiation (in this thread)."""
+    return _GRAD.enabled
 
 
 @contextlib.contextmanager
 def no_grad():
-    """Context manager: operations inside record no graph (inference; faster, less memory)."""
-    global _GRAD_ENABLED
-    prev, _GRAD_ENABLED = _GRAD_ENABLED, False
+    """Context manager: operations inside record no graph (inference; faster, less memory).
+
+    The mode is thread-local: it affects only the calling thread."""
+    prev, _GRAD.enabled = _GRAD.enabled, False
     try:
         yield
     finally:
-        _GRAD_ENABLED = prev
+        _GRAD.enabled = prev
 
 
 @contextlib.contextmanager
 def enable_grad():
-    """Context manager: record operations even inside :func:`no_grad`."""
-    global _GRAD_ENABLED
-    prev, _GRAD_ENABLED = _GRAD_ENABLED, True
+    """Context manager: record operations even inside :func:`no_grad` (thread-local)."""
+    prev, _GRAD.enabled = _GRAD.enabled, True
     try:
         yield
     finally:
-        _GRAD_ENABLED = prev
+        _GRAD.enabled = prev
 
 
 def _f32(x) -> np.ndarray:
@@ -255,7 +263,7 @@ def _make(data: np.ndarray, backward, parents) -> Tensor:
     out.grad = None
     out.name = None
     out._logits = None
-    if _GRAD_ENABLED and any(p.requires_grad for p in parents):
+    if _GRAD.enabled and any(p.requires_grad for p in parents):
         out.requires_grad = True
         out._ctx = (backward, parents)
     else:
@@ -265,7 +273,7 @@ def _make(data: np.ndarray, backward, parents) -> Tensor:
 
 
 def _needs(*ts) -> bool:
-    return _GRAD_ENABLED and any(t.requires_grad for t in ts)
+    return _GRAD.enabled and any(t.requires_grad for t in ts)
 
 
 def _topo(root: Tensor) -> list:
