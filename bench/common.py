@@ -98,12 +98,11 @@ def set_threads(n: int) -> dict:
     hnswlib takes ``num_threads`` per call; the group passes it.
     """
     done = {}
-    if "pixrank.ops" in sys.modules or "pixrank._kernels" in sys.modules:
-        try:
-            sys.modules["pixrank.ops"].set_num_threads(n)
-            done["pixrank"] = n
-        except Exception:
-            pass
+    try:  # import it here: a group may set threads before it first touches pixrank
+        import_pixrank_ops().set_num_threads(n)
+        done["pixrank"] = n
+    except NotAvailable:
+        pass
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
         done["torch"] = n
