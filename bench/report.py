@@ -326,9 +326,14 @@ def write_markdown(suite, path):
         if doc:
             lines += [doc, ""]
         when = [(res.get("command"), res.get("started"), res.get("seconds")) for res in suite["groups"][g]]
-        if when and when[0][0]:
-            lines += [f"Measured by `{when[0][0]}` (finished {max(w[1] or '' for w in when)} UTC; "
+        cmds = list(dict.fromkeys(w[0] for w in when if w[0]))
+        if cmds:
+            lines += [f"Measured by {', '.join(f'`{c}`' for c in cmds)} (finished {max(w[1] or '' for w in when)} UTC; "
                       f"{sum(w[2] or 0 for w in when) / 60:.1f} minutes in its child processes).", ""]
+        for res in suite["groups"][g]:
+            if res.get("partial_note"):
+                lines += [f"**Partial** ({res.get('profile')} process, {', '.join(res.get('refs', []))}): "
+                          f"{res['partial_note']}", ""]
         if not rows:
             errs = [res.get("error") for res in suite["groups"][g] if res.get("error")]
             lines += [f"No rows: {errs[0].strip().splitlines()[-1] if errs else 'nothing ran'}", ""]
@@ -466,9 +471,11 @@ def write_report(suite, out_dir, plots=True) -> list[str]:
     return files
 
 
-def merge_results(paths: list[str]) -> dict:
+def merge_results(paths: list[str], append: bool = False) -> dict:
     """One suite from several ``results.json`` files: later files replace earlier ones'
-    groups; the machine and run facts come from the last file."""
+    groups (``append``: their child-process results are added to the group instead, and
+    children that ended with an error and no rows are dropped); the machine and run facts
+    come from the last file."""
     suite = None
     for p in paths:
         with open(p) as f:
@@ -482,8 +489,12 @@ def merge_results(paths: list[str]) -> dict:
             if bool(s.get("quick")) != bool(suite.get("quick")):
                 raise ValueError(f"{p}: cannot merge quick and full results")
             groups = dict(suite["groups"])
-            groups.update(s["groups"])
+            for g, res in s["groups"].items():
+                groups[g] = (groups.get(g, []) + res) if append else res
             suite = {**s, "groups": groups}
+    if append:
+        for g, res in suite["groups"].items():
+            suite["groups"][g] = [r for r in res if r.get("rows") or not r.get("error")]
     from . import GROUPS
     suite["groups"] = {g: suite["groups"][g] for g in GROUPS if g in suite["groups"]}
     suite.setdefault("seconds", 0.0)
@@ -498,9 +509,11 @@ def main(argv=None) -> int:
     p.add_argument("results", nargs="+", help="results.json files; later ones replace earlier groups")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--append", action="store_true",
+                   help="add later files' results to a group instead of replacing it")
     a = p.parse_args(argv)
     try:
-        suite = merge_results(a.results)
+        suite = merge_results(a.results, append=a.append)
     except (OSError, ValueError) as exc:
         p.error(str(exc))
     files = write_report(suite, a.out, plots=not a.no_plots)
