@@ -85,3 +85,13 @@ def test_make_sample_reproduces_the_shipped_files(tmp_path):
                     "--out", str(tmp_path)], check=True, capture_output=True)
     for n in IDX_NAMES:
         assert (tmp_path / (n + ".gz")).read_bytes() == open(os.path.join(SAMPLE_DIR, n + ".gz"), "rb").read()
+
+
+def test_huge_header_dimensions_report_truncation(tmp_path):
+    # 1e9 x 1e9 x 1e9 elements overflows int64: the reader must still say "truncated data"
+    # with the true byte count, not report a wrapped-around number of "trailing bytes"
+    blob = b"\x00\x00\x08\x03" + (10**9).to_bytes(4, "big") * 3
+    (tmp_path / "huge").write_bytes(blob)
+    with pytest.raises(ValueError, match=r"truncated data: shape \(1000000000, 1000000000, 1000000000\) "
+                                         r"needs 1000000000000000000000000000 data bytes"):
+        read_idx(tmp_path / "huge")

@@ -17,6 +17,7 @@ Public functions:
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import tempfile
 
@@ -91,7 +92,7 @@ def read_idx(path: str | os.PathLike, *, expect_ndim: int | None = None) -> np.n
     if len(raw) < header:
         raise ValueError(f"read_idx: {name!r}: truncated header ({len(raw)} bytes, need {header})")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)  # exact (np.prod in int64 wraps for absurd headers)
     need = header + count * dtype.itemsize
     if len(raw) < need:
         raise ValueError(
