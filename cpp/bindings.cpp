@@ -492,6 +492,11 @@ py::dict info() {
 #else
     d["sanitize"] = false;
 #endif
+#ifdef PIXRANK_AVX512_EMULATED
+    d["avx512_emulated"] = true;  // test build: the avx512 path runs SIMDe's portable intrinsics
+#else
+    d["avx512_emulated"] = false;
+#endif
     if (!pixrank::simd_env_rejected().empty()) d["simd_env_rejected"] = pixrank::simd_env_rejected();
     return d;
 }

@@ -1,11 +1,11 @@
 // pixrank kernels: the AVX-512F SGEMM micro-kernel, a 12 x 32 register tile (24 zmm accumulators,
 // two B loads and twelve A broadcasts per k step): the AVX2 6 x 16 kernel widened to 512-bit vectors
 // and twice the rows. This file alone is compiled with -mavx512f -mavx2 -mfma; it is only called after
-// CPUID reported AVX-512F (runtime.cpp).
+// CPUID reported AVX-512F (runtime.cpp). In a PIXRANK_AVX512_EMULATED test build the same text is
+// compiled against SIMDe's portable intrinsics instead (simd_avx512.hpp, .ci/avx512-emulated.sh).
 //
 // Shapes: Ap KC x 12 packed, Bp KC x 32 packed, C 12 x 32 tile (row stride ldc); see ukernel.hpp.
-#include <immintrin.h>
-
+#include "simd_avx512.hpp"
 #include "ukernel.hpp"
 
 namespace pixrank {

@@ -206,3 +206,23 @@ def test_forked_child_does_not_hang():
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_matmul_crosses_every_block_edge_of_the_variant(variant):
+    """M, N and K just past the variant's own MC, NC and 2*KC (info()['gemm_blocks']) and not multiples
+    of its register tile (info()['gemm_tile']): every packing edge and blocking loop of that path wraps."""
+    mr, nr = k.info()["gemm_tile"]
+    mc, kc, nc = k.info()["gemm_blocks"]
+    M, N, K = mc + mr + 1, nc + nr - 1, 2 * kc + 3
+    rng = np.random.default_rng(mc * 31 + nc + kc)
+    a = rng.standard_normal((M, K)).astype(np.float32)
+    b = rng.standard_normal((K, N)).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    ref = np.maximum(a64 @ b64 + bias, 0.0)
+    bound = 2 * (K + 2) * EPS32 * (np.abs(a64) @ np.abs(b64) + np.abs(bias)) + 1e-30
+    for trans_a, trans_b in ((False, False), (True, True)):
+        a_in = np.ascontiguousarray(a.T) if trans_a else a
+        b_in = np.ascontiguousarray(b.T) if trans_b else b
+        got = k.matmul(a_in, b_in, bias, True, trans_a, trans_b)
+        assert_close(got, ref, bound, f"matmul[{variant}] M,N,K={M},{N},{K} trans=({trans_a},{trans_b})")
