@@ -108,6 +108,12 @@ def _check_k(k):
         raise _err(f"-k must be >= 1, got {k}")
 
 
+def _check_at_least_1(value, flag):
+    """``--epochs 0`` must not silently mean "the default", nor ``--ef -5`` "k"."""
+    if value is not None and value < 1:
+        raise _err(f"{flag} must be >= 1, got {value}")
+
+
 def _load_data(data):
     """``(x_train, y_train), (x_test, y_test), dataset-info`` from --data or the embedded sample."""
     from pixrank.data import SAMPLE_DIR, load_idx_folder
@@ -161,6 +167,7 @@ def cmd_demo(args) -> int:
     from pixrank.search.evaluation import evaluate_engine, format_report
 
     _check_k(args.k)
+    _check_at_least_1(args.epochs, "--epochs")
     if args.batch_size < 2:
         raise _err(f"--batch-size must be >= 2, got {args.batch_size}")
     t_start = time.perf_counter()
@@ -259,6 +266,7 @@ def _write_html(path, sections, summary, engine, n_train, epochs, src):
 
 def cmd_index(args) -> int:
     from pixrank.search.engine import Engine
+    _check_at_least_1(args.epochs, "--epochs")
     folder = os.path.abspath(os.path.expanduser(args.engine))
     images = os.path.expanduser(args.images)
     if not os.path.exists(images):
@@ -298,6 +306,7 @@ def cmd_index(args) -> int:
 
 def cmd_search(args) -> int:
     _check_k(args.k)
+    _check_at_least_1(args.ef, "--ef")
     if (args.query is None) == (args.image is None):
         raise _err("give either a text query or --image PATH (one of them)")
     if args.query is not None and not args.query.strip():
