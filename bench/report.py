@@ -239,6 +239,8 @@ def _targets(lines, suite):
         cpu_cell = (f"{min(cpu)[0]:.2f}× … {max(cpu)[0]:.2f}×" if len(cpu) > 1 else f"{cpu[0][0]:.2f}×") if cpu else "n/a"
         two = [r["ratios"].get(ref) for r in rows if r["threads"] == 2 and r["ratios"].get(ref)]
         met = "n/a" if not two else ("**yes**" if min(two) >= thr else ("partly" if max(two) >= thr else "no"))
+        c1 = [c for c, _ in cpu]
+        met_cpu = "n/a" if not c1 else ("**yes**" if min(c1) >= thr else ("partly" if max(c1) >= thr else "no"))
         extra = ""
         if g == "training":
             gaps = [(r["extra"].get("accuracy", {}).get("pixrank"), r["extra"].get("accuracy", {}).get(ref))
@@ -246,9 +248,14 @@ def _targets(lines, suite):
             gaps = [(a - b) * 100 for a, b in gaps if a is not None and b is not None]
             if gaps:
                 extra = f"; accuracy gap {', '.join(f'{x:+.2f}' for x in gaps)} points (target within ±0.5)"
-        body.append([label, cells[0], cells[1], cpu_cell, met + extra])
+        body.append([label, cells[0], cells[1], cpu_cell, met, met_cpu + extra])
     _table(lines, ["target (issue 5)", "ratio, 2 threads (worst … best)", "ratio, 1 thread",
-                   "CPU-time ratio, 1 thread", "met at 2 threads (all rows)?"], body)
+                   "CPU-time ratio, 1 thread", "met at 2 threads (all rows)?",
+                   "met by 1-thread CPU time (all rows)?"], body)
+    lines += ["On a machine this loaded, 2-thread wall times mostly measure how each library's threads "
+              "wait at barriers (FAISS's and PyTorch's OpenMP threads spin, which collapses under "
+              "oversubscription and flatters pixrank); the last column, from 1-thread CPU time, is the "
+              "comparison to trust here.", ""]
 
 
 def write_markdown(suite, path):
