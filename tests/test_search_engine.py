@@ -205,6 +205,16 @@ def test_bad_queries(engine, tmp_path):
         engine.search_vector(np.ones(engine.dim + 1), k=3)
     with pytest.raises(ValueError, match="NaN"):
         engine.search_vector(np.full(engine.dim, np.nan), k=3)
+    # a zero vector has no direction: refused, not an arbitrary list of score-0 "results"
+    with pytest.raises(ValueError, match="zero vector"):
+        engine.search_vector(np.zeros(engine.dim), k=3)
+    with pytest.raises(TypeError, match="real-valued"):
+        engine.search_vector(np.ones(engine.dim) * 1j, k=3)
+    # entries whose float32 squared norm overflows still rank by direction
+    v = engine.encode_text("dress")
+    want = [r.id for r in engine.search_vector(v, k=5)]
+    assert [r.id for r in engine.search_vector(v.astype(np.float64) * 1e37, k=5)] == want
+    assert [r.id for r in engine.search_vector(v.astype(np.float64) * 1e300, k=5)] == want
 
 
 def test_load_rejects_missing_corrupt_and_mismatched_parts(engine, tmp_path):

@@ -522,17 +522,27 @@ class Engine:
                 when the index holds fewer). ef: HNSW candidate list (default the engine's).
 
         Raises:
-            ValueError: ``k <= 0``, a vector of the wrong dimension or with NaN.
-            TypeError: ``k`` not an int.
+            ValueError: ``k <= 0``, a vector of the wrong dimension, with NaN/inf, or zero.
+            TypeError: ``k`` not an int; a complex or non-numeric vector.
         """
         k = _check_k(k, "search")
-        v = np.asarray(v, dtype=np.float32)
+        a = np.asarray(v)
+        if a.dtype.kind not in "fiub":  # complex (imaginary part would be dropped), str, object
+            raise TypeError(f"search_vector: v must be a real-valued numeric vector, got dtype {a.dtype}")
+        v = a.astype(np.float64)
         if v.ndim == 2 and v.shape[0] == 1:
             v = v[0]
         if v.shape != (self.dim,):
             raise ValueError(f"search_vector: v must have shape ({self.dim},), got {v.shape}")
         if not np.all(np.isfinite(v)):
             raise ValueError("search_vector: v contains NaN or infinity")
+        # normalise in float64: a zero vector has no direction (every cosine would be 0 and
+        # the "ranking" arbitrary), and float32 |v|^2 overflows for entries above ~1e19
+        scale = np.max(np.abs(v))
+        if scale == 0:
+            raise ValueError("search_vector: v is the zero vector (no direction to rank by)")
+        v = v / scale
+        v = (v / np.linalg.norm(v)).astype(np.float32)
         if len(self.index) == 0:
             return []
         ids, scores = self.index.query(v[None], k=k, ef=max(self.ef if ef is None else int(ef), k))
