@@ -226,3 +226,21 @@ def test_matmul_crosses_every_block_edge_of_the_variant(variant):
         b_in = np.ascontiguousarray(b.T) if trans_b else b
         got = k.matmul(a_in, b_in, bias, True, trans_a, trans_b)
         assert_close(got, ref, bound, f"matmul[{variant}] M,N,K={M},{N},{K} trans=({trans_a},{trans_b})")
+
+
+@pytest.mark.parametrize("user_env,want", [
+    ({}, "1000 None"),
+    ({"GOMP_SPINCOUNT": "5"}, "5 None"),
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, "None ACTIVE"),
+])
+def test_ops_bounds_the_openmp_spin_unless_the_user_set_it(user_env, want):
+    """pixrank.ops sets GOMP_SPINCOUNT=1000 before libgomp loads (busy-waiting threads made 2-thread
+    kernels many times slower than 1 thread on a loaded machine), but never overrides the user's
+    OMP_WAIT_POLICY / GOMP_SPINCOUNT."""
+    env = {key: v for key, v in os.environ.items() if key not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    env.update(user_env)
+    code = ("import os, pixrank.ops; "
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == want

@@ -37,7 +37,20 @@ Padding (``im2col``, ``col2im``, ``conv2d``, ``conv2d_backward``)
 """
 from __future__ import annotations
 
+import os as _os
+
 import numpy as np
+
+# GNU OpenMP (libgomp, which the compiled kernels use) lets idle threads busy-wait for up to
+# GOMP_SPINCOUNT = 300000 iterations (about a millisecond) before sleeping. On a machine whose cores are
+# busy with other processes, those spinning threads take the CPU from the threads doing the work, and a
+# 2-thread step was measured 8-40x SLOWER than 1 thread. A bounded spin (1000 iterations, the value
+# libgomp itself uses when it knows the machine is oversubscribed) kept small products as fast and made
+# the loaded case degrade gracefully. libgomp reads the setting once, when it is loaded (the first
+# import of pixrank._kernels), and a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT always wins.
+# The variable is inherited by child processes, like any environment variable.
+if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
+    _os.environ["GOMP_SPINCOUNT"] = "1000"
 
 try:
     from . import _kernels as _K
