@@ -282,3 +282,65 @@ def test_engine_construction_errors():
         Engine(de.text, de.text)
     with pytest.raises(ValueError, match="ef"):
         Engine(de.image, de.text, ef=0)
+
+
+def test_indexing_into_a_loaded_engine_leaves_the_folder_unchanged_until_save(tmp_path):
+    # `pixrank index` stopped by Ctrl-C between indexing and save used to leave a folder
+    # whose catalog (written in place) listed more items than its index: unloadable.
+    _, (xt, yt) = sample_data()
+    eng = fresh_engine(index_test=False)
+    eng.index_dataset(xt[:20], yt[:20], split="test")
+    folder = tmp_path / "eng"
+    eng.save(folder)
+    eng.close()
+    before = {p: open(os.path.join(folder, p), "rb").read()
+              for p in ("engine.json", "catalog.sqlite")}
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for i in range(3):
+        write_png(pics / f"p{i}.png", xt[100 + i])
+    loaded = Engine.load(folder)
+    rep = loaded.index_images(str(pics))
+    assert rep.added == 3 and len(loaded) == 23 and len(loaded.catalog) == 23
+    loaded.remove([loaded.search_text("dress", k=1)[0].id])
+    loaded.close()  # no save: as if interrupted
+    assert sorted(os.listdir(folder)) == sorted(["engine.json", "catalog.sqlite", "image_encoder",
+                                                 "index", "text_encoder"])
+    for p, data in before.items():
+        assert open(os.path.join(folder, p), "rb").read() == data, p
+    again = Engine.load(folder)
+    assert len(again) == 20 and len(again.catalog) == 20
+    # saving is still what records new state
+    again.index_images(str(pics))
+    again.save(folder)
+    again.close()
+    final = Engine.load(folder)
+    assert len(final) == 23 and len(final.catalog) == 23
+    assert final.search_image(str(pics / "p1.png"), k=1)[0].source.endswith("p1.png")
+    final.close()
+
+
+def test_load_reads_a_read_only_engine_folder(tmp_path):
+    _, (xt, yt) = sample_data()
+    eng = fresh_engine(index_test=False)
+    eng.index_dataset(xt[:10], yt[:10], split="test")
+    folder = tmp_path / "ro"
+    eng.save(folder)
+    eng.close()
+    modes = {}
+    for root, dirs, files in os.walk(folder):
+        for n in files + dirs:
+            modes[os.path.join(root, n)] = os.stat(os.path.join(root, n)).st_mode
+    try:
+        for p in sorted(modes, reverse=True):
+            os.chmod(p, 0o555 if os.path.isdir(p) else 0o444)
+        os.chmod(folder, 0o555)
+        loaded = Engine.load(folder)
+        assert len(loaded.search_text("dress", k=3)) == 3
+        loaded.close()
+        assert sorted(os.listdir(folder)) == sorted(["engine.json", "catalog.sqlite", "image_encoder",
+                                                     "index", "text_encoder"])
+    finally:
+        os.chmod(folder, 0o755)
+        for p, m in modes.items():
+            os.chmod(p, m)

@@ -219,6 +219,44 @@ class Catalog:
         """
         return cls(path, create=False)
 
+    @classmethod
+    def open_copy(cls, path: str | os.PathLike) -> "Catalog":
+        """An in-memory copy of an existing catalog file; the file is only read.
+
+        Changes made to the copy never reach ``path``: write them with :meth:`backup`. This is
+        what :meth:`pixrank.search.engine.Engine.load` uses, so that indexing into a loaded
+        engine and then stopping (an exception, Ctrl-C, a crash) before ``Engine.save`` leaves
+        the engine folder exactly as it was, its catalog still agreeing with its index.
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+            ValueError: ``path`` is not a pixrank catalog (see the class docstring).
+        """
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"Catalog: {path!r} does not exist")
+        if os.path.isdir(path):
+            raise ValueError(f"Catalog: {path!r} is a folder, expected a catalog file")
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"Catalog: {path!r} is empty, not a pixrank catalog")
+        cls._check_header(path)
+        self = cls.__new__(cls)
+        self.path = ":memory:"
+        self.copied_from = os.path.abspath(path)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        try:
+            src = sqlite3.connect("file:" + _uri_path(path) + "?mode=ro", uri=True, check_same_thread=False)
+            try:
+                src.backup(self._conn)
+            finally:
+                src.close()
+            self._schema_version = int(self.get_meta("schema_version"))
+        except sqlite3.DatabaseError as e:
+            self._conn.close()
+            raise ValueError(f"Catalog: {path!r} is not a usable pixrank catalog: {e}") from None
+        return self
+
     @staticmethod
     def _check_header(path: str) -> None:
         """Validate an existing file read-only, before anything writes to it."""

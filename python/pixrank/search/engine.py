@@ -666,8 +666,10 @@ class Engine:
     def load(cls, folder, *, ef: int | None = None) -> "Engine":
         """Open an engine folder written by :meth:`save`.
 
-        The catalog is opened in place (later indexing writes to it; call :meth:`save` to
-        record the new state in ``engine.json``).
+        The folder is only read: the catalog is loaded as an in-memory copy
+        (:meth:`Catalog.open_copy`), so indexing into the loaded engine changes nothing on
+        disk until :meth:`save`; an indexing run stopped midway (an error, Ctrl-C) leaves the
+        folder as it was, with its catalog and index still agreeing.
 
         Raises:
             FileNotFoundError: the folder or one of its parts is missing.
@@ -737,7 +739,7 @@ class Engine:
                 raise ValueError(f"engine {folder!r}: the index holds {len(index)} items, engine.json records {irec['count']}")
             crec = cfg["catalog"]
             cat_path = os.path.join(folder, crec["file"])
-            catalog = Catalog.open(cat_path)
+            catalog = Catalog.open_copy(cat_path)
             if catalog.schema_version != int(crec["schema_version"]):
                 catalog.close()
                 raise ValueError(f"engine {folder!r}: the catalog has schema version {catalog.schema_version}, "
