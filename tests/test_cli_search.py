@@ -120,3 +120,20 @@ def test_demo_on_the_embedded_sample(tmp_path, capsys):
         assert f"src='{p}'" in html  # relative links
     assert (out / "engine" / "engine.json").exists()
     assert json.loads((out / "evaluation.json").read_text())["items"] == 1000
+
+
+def test_index_lists_an_unreadable_file_once_without_a_python_warning(engine_dir, tmp_path, capsys):
+    import warnings
+    _, (xt, _) = sample_data()
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    write_png(pics / "ok.png", xt[0])
+    (pics / "broken.png").write_bytes(b"\x89PNG not really")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["index", "--engine", str(tmp_path / "e"), "--images", str(pics),
+                     "--from-engine", engine_dir]) == 0
+    assert not [w for w in caught if "broken.png" in str(w.message)]
+    cap = capsys.readouterr()
+    assert "1 added" in cap.out and "1 unreadable" in cap.out
+    assert len([line for line in (cap.out + cap.err).splitlines() if "broken.png" in line]) == 1

@@ -293,7 +293,13 @@ def cmd_index(args) -> int:
         engine = Engine.train(x_train, y_train, epochs=epochs, seed=args.seed, progress=True,
                               log=lambda s: print(s, flush=True))
     t0 = time.perf_counter()
-    rep = engine.index_images(images, progress=True)
+    import warnings
+    from pixrank.data.images import ImageLoadWarning
+    with warnings.catch_warnings():
+        # each skipped file is listed below, once; Python's warning format would print it a
+        # second time, followed by a line of pixrank's source code
+        warnings.simplefilter("ignore", ImageLoadWarning)
+        rep = engine.index_images(images, progress=True)
     engine.save(folder)
     engine.close()
     print(f"{images}: {rep} in {time.perf_counter() - t0:.1f} s; the engine holds {len(engine.index)} images")
