@@ -344,3 +344,21 @@ def test_load_reads_a_read_only_engine_folder(tmp_path):
         os.chmod(folder, 0o755)
         for p, m in modes.items():
             os.chmod(p, m)
+
+
+def test_saved_engine_files_follow_the_umask(tmp_path):
+    # mkdtemp/mkstemp create 0700/0600: an engine saved for a web server run by another user
+    # was unreadable to it
+    eng = fresh_engine(index_test=False)
+    old = os.umask(0o022)
+    try:
+        eng.save(tmp_path / "e")
+    finally:
+        os.umask(old)
+        eng.close()
+    folder = tmp_path / "e"
+    assert os.stat(folder).st_mode & 0o777 == 0o755
+    for sub in ("image_encoder", "text_encoder"):
+        assert os.stat(folder / sub / "encoder.json").st_mode & 0o777 == 0o644
+        assert os.stat(folder / sub / "model.pxr").st_mode & 0o777 == 0o644
+    assert os.stat(folder / "engine.json").st_mode & 0o777 == 0o644

@@ -635,6 +635,9 @@ class Engine:
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.tmp-", dir=parent)
         try:
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; the engine folder follows the umask
             meta = {"image": self.image_model.save(os.path.join(tmp, "image_encoder")),
                     "text": self.text_model.save(os.path.join(tmp, "text_encoder"))}
             self.index.save(os.path.join(tmp, "index"))
