@@ -79,6 +79,10 @@ def test_errors():
         tok.encode("")
     with pytest.raises(ValueError, match="empty"):
         tok.encode("  \t ,! ")
+    # letters outside ASCII are not "empty" text: the message says what a word is
+    for text in ("靴", "é ü"):
+        with pytest.raises(ValueError, match="no word this tokenizer reads.*ASCII letters"):
+            tok.encode(text)
     with pytest.raises(UnknownQueryError, match="known"):
         tok.encode("zzqx vvyw")
     # n-grams are matched as strings: a bucket collision never makes gibberish "seen"

@@ -185,12 +185,16 @@ class Tokenizer:
 
         Raises:
             TypeError: ``text`` is not a ``str``.
-            ValueError: ``text`` is empty or only whitespace/punctuation.
+            ValueError: ``text`` is empty or only whitespace/punctuation, or holds letters
+                but no ASCII letter or digit (e.g. only CJK characters).
             UnknownQueryError (a ValueError): no word is known and no n-gram was seen in
                 training, so the text says nothing the model has learned.
         """
         ws = words(text)
         if not ws:
+            if any(ch.isalnum() for ch in text):  # e.g. "靴", "é": letters, but none it reads
+                raise ValueError(f"tokenizer: the text {text!r} has no word this tokenizer reads (words are "
+                                 f"runs of ASCII letters a-z and digits 0-9; other letters separate words)")
             raise ValueError(f"tokenizer: the text {text!r} is empty (no words)")
         ids: list[int] = []
         for w in ws:
