@@ -92,3 +92,16 @@ def test_eval_queries_malformed(tmp_path):
         C.load_eval_queries(p)
     with pytest.raises(FileNotFoundError):
         C.load_eval_queries(tmp_path / "missing.json")
+
+
+def test_load_eval_queries_rejects_files_that_are_not_query_objects(tmp_path):
+    # a JSON list used to raise AttributeError (a traceback from `pixrank evaluate-search`)
+    cases = {"list.json": "[1, 2]", "text.json": "not json", "items.json": '{"queries": ["dress"]}',
+             "notlist.json": '{"queries": 3}'}
+    for name, body in cases.items():
+        (tmp_path / name).write_text(body)
+        with pytest.raises(ValueError, match=f"load_eval_queries: .*{name}"):
+            C.load_eval_queries(tmp_path / name)
+    (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ValueError, match="not a JSON query file"):
+        C.load_eval_queries(tmp_path / "bin.json")

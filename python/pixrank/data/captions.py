@@ -243,10 +243,17 @@ def load_eval_queries(path: str | os.PathLike | None = None) -> list[dict]:
         FileNotFoundError / ValueError: the file is missing or malformed.
     """
     path = os.fspath(path) if path is not None else _default_eval_path()
-    with open(path, encoding="utf-8") as f:
-        doc = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"load_eval_queries: {path}: not a JSON query file ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("queries", []), list):
+        raise ValueError(f"load_eval_queries: {path}: expected a JSON object with a list \"queries\"")
     out = []
     for i, q in enumerate(doc.get("queries", [])):
+        if not isinstance(q, dict):
+            raise ValueError(f"load_eval_queries: {path}: query #{i} is malformed (not an object)")
         try:
             kind = q["kind"]
             label = CLASS_NAMES.index(q["class"])
