@@ -103,5 +103,5 @@ def available_simd() -> list[str]:
 
 def info() -> dict[str, Any]:
     """version, simd, simd_available, threads, threading ("openmp"/"serial"), compiler, gemm_tile,
-    gemm_blocks, sanitize; simd_env_rejected when PIXRANK_SIMD named an unavailable variant;
+    gemm_blocks, sanitize, avx512_emulated (True only in the SIMDe test build); simd_env_rejected when PIXRANK_SIMD named an unavailable variant;
     serial_after_fork in a process forked after its parent used threads (kernels then run serially)."""
