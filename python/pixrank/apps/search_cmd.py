@@ -153,6 +153,17 @@ def _sheet(engine, results, title, path):
     return True
 
 
+def _check_out_file(path, flag):
+    """Refuse an output path that is a folder, or in a missing folder, before any work."""
+    if path is None:
+        return
+    if os.path.isdir(path):
+        raise _err(f"{flag} {path!r} is a folder; give a file name")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise _err(f"{flag} {path!r}: folder {parent!r} does not exist")
+
+
 def _open_engine(folder):
     from pixrank.search.engine import Engine
     return Engine.load(folder)
@@ -313,6 +324,7 @@ def cmd_index(args) -> int:
 def cmd_search(args) -> int:
     _check_k(args.k)
     _check_at_least_1(args.ef, "--ef")
+    _check_out_file(args.grid, "--grid")
     if (args.query is None) == (args.image is None):
         raise _err("give either a text query or --image PATH (one of them)")
     if args.query is not None and not args.query.strip():
@@ -347,6 +359,7 @@ def cmd_search(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from pixrank.search.evaluation import evaluate_engine, format_report
+    _check_out_file(args.json, "--json")
     queries = None
     if args.queries:
         from pixrank.data.captions import load_eval_queries
