@@ -242,6 +242,15 @@ def test_load_rejects_missing_corrupt_and_mismatched_parts(engine, tmp_path):
     foreign.save(bad / "image_encoder")
     with pytest.raises(ValueError, match="another engine"):
         Engine.load(bad)
+    # a corrupted tokenizer vocabulary (encoder.json is not covered by the model's sha256):
+    # one flipped letter used to load silently and change how queries are encoded
+    bad = copy("bad_vocab")
+    meta = bad / "text_encoder" / "encoder.json"
+    text = meta.read_text()
+    i = text.index('"<an"')
+    meta.write_text(text[:i] + '"<ax"' + text[i + 5:])
+    with pytest.raises(ValueError, match=r"text_encoder: .*encoder\.json' is not the one engine\.json records"):
+        Engine.load(bad)
     # an index of another dimension (with engine.json made to agree with its header)
     bad = copy("other_dim")
     shutil.rmtree(bad / "index")

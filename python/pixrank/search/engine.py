@@ -644,6 +644,10 @@ class Engine:
             self.catalog.backup(os.path.join(tmp, "catalog.sqlite"))
             header_sha = _sha256_file(os.path.join(tmp, "index", "index.json"))
             cfg = self._config(header_sha, meta)
+            for key, sub in (("image_encoder", "image_encoder"), ("text_encoder", "text_encoder")):
+                # encoder.json holds the tokenizer vocabulary and the input spec, which the
+                # model file's sha256 does not cover
+                cfg[key]["meta_sha256"] = _sha256_file(os.path.join(tmp, sub, "encoder.json"))
             with open(os.path.join(tmp, CONFIG_NAME), "w", encoding="utf-8") as f:
                 json.dump(cfg, f, indent=1, sort_keys=True)
                 f.flush()
@@ -704,6 +708,11 @@ class Engine:
             for key, loader in (("image_encoder", ImageEncoder.load), ("text_encoder", TextEncoder.load)):
                 rec = cfg[key]
                 sub = os.path.join(folder, rec["folder"])
+                meta_path = os.path.join(sub, "encoder.json")
+                if "meta_sha256" in rec and os.path.isfile(meta_path) and \
+                        _sha256_file(meta_path) != rec["meta_sha256"]:
+                    raise ValueError(f"engine {folder!r}: {key}: {meta_path!r} is not the one engine.json "
+                                     f"records (sha256 differs: corrupt, or from another engine)")
                 try:
                     enc = loader(sub)
                 except FileNotFoundError:
