@@ -7,6 +7,7 @@ starts fast.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 
 # modules that define ``register(subparsers)``; each adds its own sub-commands
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pixrank: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, ValueError, TypeError, FileNotFoundError, KeyError, OSError) as exc:
+    except (CLIError, ValueError, TypeError, FileNotFoundError, KeyError, OSError,
+            sqlite3.Error) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"pixrank {args.command}: error: {msg}", file=sys.stderr)
         return 2
