@@ -1,9 +1,9 @@
 """Finite-difference gradient checking for pixrank.autograd / pixrank.nn (shared by the tests).
 
-``check_fn(fn, inputs)``: ``fn`` maps Tensors to a Tensor; the check compares the autograd
+``assert_grads_match_fd(fn, inputs)``: ``fn`` maps Tensors to a Tensor; the check compares the autograd
 gradients of ``sum(fn(*inputs) * R)`` (R a fixed random projection) with central
 differences computed in float32 forward passes, on every input element (or a seeded
-subset of ``max_points`` elements for big inputs). ``check_layer`` does the same for a
+subset of ``max_points`` elements for big inputs). ``assert_layer_grads_match_fd`` does the same for a
 layer's input and every trainable weight.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _points(size, max_points, rng):
     return np.sort(rng.choice(size, max_points, replace=False))
 
 
-def check_fn(fn, inputs, *, wrt=None, eps=1e-2, rtol=2e-2, atol=2e-3, max_points=60, seed=0):
+def assert_grads_match_fd(fn, inputs, *, wrt=None, eps=1e-2, rtol=2e-2, atol=2e-3, max_points=60, seed=0):
     """Check ``fn``'s gradients w.r.t. the inputs listed in ``wrt`` (default: all float inputs)."""
     rng = np.random.default_rng(seed)
     tensors = [ag.Tensor(np.asarray(x, np.float32), requires_grad=True) for x in inputs]
@@ -64,7 +64,7 @@ def check_fn(fn, inputs, *, wrt=None, eps=1e-2, rtol=2e-2, atol=2e-3, max_points
     return tensors
 
 
-def check_layer(layer, x, *, training=True, eps=1e-2, rtol=2e-2, atol=2e-3, max_points=40, seed=0,
+def assert_layer_grads_match_fd(layer, x, *, training=True, eps=1e-2, rtol=2e-2, atol=2e-3, max_points=40, seed=0,
                 check_input=True, rng_factory=None):
     """Check the gradient of ``sum(layer(x) * R)`` w.r.t. ``x`` and each trainable weight.
 

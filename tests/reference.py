@@ -372,7 +372,7 @@ def cosine_topk_ref(queries, database, k):
     return idx, np.take_along_axis(s, idx, axis=1) if qn else np.zeros((0, kk))
 
 
-def check_topk(idx, scores, queries, database, k):
+def assert_topk_correct(idx, scores, queries, database, k):
     """Validate a top-k answer against the float64 scores, allowing float32 near-ties.
 
     Exact order is only required between entries whose float64 scores differ by more than

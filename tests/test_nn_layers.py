@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nn_gradcheck import check_layer
+from nn_gradcheck import assert_layer_grads_match_fd
 from pixrank import autograd as ag
 from pixrank import layers, ops, utils
 
@@ -32,7 +32,7 @@ def test_dense_grads(rng, activation):
         return l
     layer, x = _no_kink(make, lambda: rng.standard_normal((6, 5)),
                         lambda l, x: x @ l.kernel.data + l.bias.data, threshold=0.05 if activation == "relu" else 0)
-    check_layer(layer, x)
+    assert_layer_grads_match_fd(layer, x)
 
 
 def test_dense_value_defaults_and_nd_input(rng):
@@ -44,7 +44,7 @@ def test_dense_value_defaults_and_nd_input(rng):
     assert np.all(layer.bias.data == 0)  # Keras: zero biases
     lim = np.sqrt(6 / (5 + 3))  # Glorot uniform
     assert np.abs(layer.kernel.data).max() <= lim
-    check_layer(layer, x)
+    assert_layer_grads_match_fd(layer, x)
     with pytest.raises(ValueError, match=r"expected input of shape \(batch, ..., 5\)"):
         layer(np.zeros((2, 6), np.float32))
 
@@ -72,7 +72,7 @@ def test_conv2d_grads(rng, strides, padding, activation):
     layer, x = _no_kink(make, lambda: rng.standard_normal((2, 7, 6, 2)),
                         lambda l, x: ops.conv2d(x, l.kernel.data, l.bias.data, stride=l.strides, padding=l.padding),
                         threshold=0.01 if activation == "relu" else 0)
-    out = check_layer(layer, x, eps=2e-3)
+    out = assert_layer_grads_match_fd(layer, x, eps=2e-3)
     oh = -(-7 // layer.strides[0]) if padding == "same" else (7 - 3) // layer.strides[0] + 1
     ow = -(-6 // layer.strides[1]) if padding == "same" else (6 - 2) // layer.strides[1] + 1
     assert out.shape == (2, oh, ow, 3)
@@ -95,18 +95,18 @@ def test_conv2d_bad_input_and_args():
 def test_maxpool_grads(rng, pool, strides, padding):
     layer = layers.MaxPooling2D(pool, strides, padding=padding)
     x = rng.permutation(2 * 7 * 5 * 3).reshape(2, 7, 5, 3) / 40.0
-    out = check_layer(layer, x, eps=1e-3)
+    out = assert_layer_grads_match_fd(layer, x, eps=1e-3)
     s = layer.strides[0]
     assert out.shape[1] == (-(-7 // s) if padding == "same" else (7 - layer.pool_size[0]) // s + 1)
 
 
 def test_global_avg_pool_flatten_reshape_activation(rng):
     x = rng.standard_normal((2, 3, 4, 5))
-    out = check_layer(layers.GlobalAveragePooling2D(), x)
+    out = assert_layer_grads_match_fd(layers.GlobalAveragePooling2D(), x)
     np.testing.assert_allclose(out.data, x.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
-    assert check_layer(layers.Flatten(), x).shape == (2, 60)
-    assert check_layer(layers.Reshape((12, 5)), x).shape == (2, 12, 5)
-    check_layer(layers.Activation("tanh"), x)
+    assert assert_layer_grads_match_fd(layers.Flatten(), x).shape == (2, 60)
+    assert assert_layer_grads_match_fd(layers.Reshape((12, 5)), x).shape == (2, 12, 5)
+    assert_layer_grads_match_fd(layers.Activation("tanh"), x)
     with pytest.raises(ValueError, match="cannot reshape"):
         layers.Reshape((7, 7))(x)
 
@@ -120,14 +120,14 @@ def test_dropout_training_vs_inference(rng):
 
     def reset():
         layer._rng = np.random.default_rng(7)
-    check_layer(layer, x, rng_factory=reset)
+    assert_layer_grads_match_fd(layer, x, rng_factory=reset)
 
 
 def test_batchnorm_training_grads_and_moving_stats(rng):
     layer = layers.BatchNormalization(gamma_initializer="random_normal", beta_initializer="random_normal")
     x = rng.standard_normal((8, 3, 2, 4)) * 3 + 2
     layer(np.zeros((1, 3, 2, 4), np.float32), training=False)  # build
-    check_layer(layer, x, training=True, max_points=60)
+    assert_layer_grads_match_fd(layer, x, training=True, max_points=60)
     # moving averages, Keras momentum 0.99, biased batch variance
     mm0, mv0 = layer.moving_mean.data.copy(), layer.moving_variance.data.copy()
     layer(x, training=True)
@@ -138,7 +138,7 @@ def test_batchnorm_training_grads_and_moving_stats(rng):
     g, b = layer.gamma.data, layer.beta.data
     ref = (x - layer.moving_mean.data) / np.sqrt(layer.moving_variance.data + 1e-3) * g + b
     np.testing.assert_allclose(layer(x, training=False).data, ref, rtol=1e-4, atol=1e-4)
-    check_layer(layer, x, training=False)
+    assert_layer_grads_match_fd(layer, x, training=False)
     assert [p.name.split("/")[1] for p in layer.weights] == ["gamma", "beta", "moving_mean", "moving_variance"]
     assert len(layer.trainable_weights) == 2 and len(layer.non_trainable_weights) == 2
 
@@ -158,7 +158,7 @@ def test_add_residual_and_concatenate(rng):
     x = rng.standard_normal((5, 4))
     layer(np.zeros((1, 4), np.float32))
     assert len(layer.trainable_weights) == 4
-    out = check_layer(layer, x)
+    out = assert_layer_grads_match_fd(layer, x)
     np.testing.assert_allclose(out.data, x + np.tanh(x @ layer.d1.kernel.data + layer.d1.bias.data) @ layer.d2.kernel.data,
                                rtol=1e-4, atol=1e-5)
     cat = layers.Concatenate()

@@ -51,7 +51,7 @@ def _stored(rng, m, k, n, ta, tb, dtype=np.float32):
     return a, b
 
 
-def check_matmul(y, a, b, bias=None, relu=False, trans_a=False, trans_b=False):
+def assert_matmul_matches(y, a, b, bias=None, relu=False, trans_a=False, trans_b=False):
     """Compare a kernel result with the oracle under the rigorous GEMM error bound."""
     ref = matmul_ref(a, b, bias, relu, trans_a, trans_b)
     absa = np.abs(f32in(a).T if trans_a else f32in(a))
@@ -78,7 +78,7 @@ def test_matmul_matches_reference(rng, threads, shape, trans_a, trans_b, epilogu
     bias = rng.standard_normal(n).astype(np.float32) if use_bias else None
     y = ops.matmul(a, b, bias=bias, relu=relu, trans_a=trans_a, trans_b=trans_b)
     assert y.shape == (m, n)
-    check_matmul(y, a, b, bias, relu, trans_a, trans_b)
+    assert_matmul_matches(y, a, b, bias, relu, trans_a, trans_b)
     if relu:
         assert (y >= 0).all()
 
@@ -88,7 +88,7 @@ def test_matmul_large_panel(rng, threads):
     a = rng.standard_normal((37, 1031)).astype(np.float32)
     b = rng.standard_normal((1031, 4099)).astype(np.float32)
     bias = rng.standard_normal(4099).astype(np.float32)
-    check_matmul(ops.matmul(a, b, bias, True), a, b, bias, True)
+    assert_matmul_matches(ops.matmul(a, b, bias, True), a, b, bias, True)
 
 
 def test_matmul_square_block_sizes(rng, threads):
@@ -96,7 +96,7 @@ def test_matmul_square_block_sizes(rng, threads):
     for s in (64, 65, 128, 255, 256):
         a = rng.standard_normal((s, s)).astype(np.float32)
         b = rng.standard_normal((s, s)).astype(np.float32)
-        check_matmul(ops.matmul(a, b), a, b)
+        assert_matmul_matches(ops.matmul(a, b), a, b)
 
 
 def test_matmul_exact_small_integers(rng):
@@ -124,7 +124,7 @@ def test_matmul_converts_dtypes(rng, dtype):
     y = ops.matmul(a, b)
     expected = ops.matmul(np.ascontiguousarray(a, np.float32), np.ascontiguousarray(b, np.float32))
     np.testing.assert_array_equal(y, expected)
-    check_matmul(y, a, b)
+    assert_matmul_matches(y, a, b)
 
 
 def test_matmul_accepts_lists():
@@ -158,7 +158,7 @@ def test_matmul_non_contiguous_inputs(rng, trans_a, trans_b):
             trans_a=trans_a,
             trans_b=trans_b,
         )
-        check_matmul(y, a, b, trans_a=trans_a, trans_b=trans_b)
+        assert_matmul_matches(y, a, b, trans_a=trans_a, trans_b=trans_b)
         # Same numbers as a contiguous copy, up to the GEMM's own rounding (a flipped
         # transpose flag may take another packing path with another summation order).
         absa = np.abs(f32in(a).T if trans_a else f32in(a))
@@ -195,7 +195,7 @@ def test_matmul_transposed_view_is_not_copied(rng, monkeypatch):
     assert args[0] is a
     assert args[1] is w or (np.shares_memory(args[1], w) and args[1].shape == w.shape)
     assert args[5] is True  # trans_b flipped
-    check_matmul(y, a, w.T)
+    assert_matmul_matches(y, a, w.T)
     # both flags, both operands as transposed views
     spy.calls.clear()
     at = rng.standard_normal((7, 5)).astype(np.float32).T  # (5, 7) F-contiguous
@@ -203,7 +203,7 @@ def test_matmul_transposed_view_is_not_copied(rng, monkeypatch):
     (_, args), = spy.calls
     assert np.shares_memory(args[0], at) and args[0].flags.c_contiguous
     assert args[4] is True and args[5] is True
-    check_matmul(y, at, w, trans_b=True)
+    assert_matmul_matches(y, at, w, trans_b=True)
     # a float32 C-contiguous operand is passed as is (no copy)
     spy.calls.clear()
     ops.matmul(a, w, trans_b=True)

@@ -196,7 +196,7 @@ def test_conv2d_empty_batch(rng):
 # --------------------------------------------------------------------------------------
 
 
-def check_conv_backward(got, x, w, dy, stride, padding, y=None, relu=False):
+def assert_conv_backward_matches(got, x, w, dy, stride, padding, y=None, relu=False):
     dx, dw, db = got
     rdx, rdw, rdb = conv2d_backward_ref(x, w, dy, stride, padding, y, relu)
     ax, aw, ady = np.abs(f32in(x)), np.abs(f32in(w)), np.abs(f32in(dy))
@@ -218,7 +218,7 @@ def test_conv2d_backward_matches_reference(rng, threads, case, relu):
     shape = ops.conv2d(x, w, None, stride, padding).shape
     dy = rng.standard_normal(shape).astype(np.float32)
     got = ops.conv2d_backward(x, w, dy, stride=stride, padding=padding, y=y, relu=relu)
-    check_conv_backward(got, x, w, dy, stride, padding, y, relu)
+    assert_conv_backward_matches(got, x, w, dy, stride, padding, y, relu)
 
 
 def test_conv2d_backward_converts_inputs(rng):
@@ -231,7 +231,7 @@ def test_conv2d_backward_converts_inputs(rng):
     )
     for g, e in zip(got, want):
         np.testing.assert_array_equal(g, e)
-    check_conv_backward(got, x, w, dy, 2, "same")
+    assert_conv_backward_matches(got, x, w, dy, 2, "same")
 
 
 def test_conv2d_backward_empty_batch(rng):

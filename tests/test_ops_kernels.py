@@ -19,7 +19,7 @@ from pixrank import ops
 from reference import (
     EPS32,
     assert_close,
-    check_topk,
+    assert_topk_correct,
     conv2d_abs_bound,
     conv2d_ref,
     f32in,
@@ -80,7 +80,7 @@ def test_conv_and_topk_every_simd_path(rng, simd_path):
     q = rng.standard_normal((5, 33)).astype(F)
     db = rng.standard_normal((3001, 33)).astype(F)
     idx, scores = ops.cosine_topk(q, db, 12)
-    check_topk(idx, scores, q, db, 12)
+    assert_topk_correct(idx, scores, q, db, 12)
 
 
 def test_set_simd_rejects_unknown_paths():

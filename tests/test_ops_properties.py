@@ -15,7 +15,7 @@ from pixrank import ops
 from reference import (
     EPS32,
     assert_close,
-    check_topk,
+    assert_topk_correct,
     col2im_ref,
     conv2d_abs_bound,
     conv2d_backward_ref,
@@ -198,4 +198,4 @@ def test_cosine_topk_property(q, n, d, k, dup, zeros, threads, seed):
         db[rng.random(n) < 0.2] = 0
     with num_threads(threads):
         idx, scores = ops.cosine_topk(queries, db, k)
-    check_topk(idx, scores, queries, db, k)
+    assert_topk_correct(idx, scores, queries, db, k)

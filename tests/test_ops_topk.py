@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pixrank import ops
-from reference import EPS32, assert_close, check_topk, cosine_topk_ref
+from reference import EPS32, assert_close, assert_topk_correct, cosine_topk_ref
 
 
 # (Q, n, d, k): 1s, primes, k == n, k > n, n past any block of rows
@@ -33,7 +33,7 @@ def test_cosine_topk_matches_reference(rng, threads, case):
     q = rng.standard_normal((nq, d)).astype(np.float32)
     db = rng.standard_normal((n, d)).astype(np.float32) * rng.uniform(0.1, 10, (n, 1)).astype(np.float32)
     idx, scores = ops.cosine_topk(q, db, k)
-    check_topk(idx, scores, q, db, k)
+    assert_topk_correct(idx, scores, q, db, k)
 
 
 def test_cosine_topk_large_database_blocked(rng, threads):
@@ -41,7 +41,7 @@ def test_cosine_topk_large_database_blocked(rng, threads):
     db = rng.standard_normal((40_000, 16)).astype(np.float32)
     q = np.concatenate([db[[39_999, 123, 20_000]] * 3, rng.standard_normal((2, 16))]).astype(np.float32)
     idx, scores = ops.cosine_topk(q, db, 25)
-    check_topk(idx, scores, q, db, 25)
+    assert_topk_correct(idx, scores, q, db, 25)
     assert idx[0, 0] == 39_999 and idx[1, 0] == 123 and idx[2, 0] == 20_000
     assert_close(scores[:3, 0], np.ones(3), 0.0, 32 * EPS32)
 
@@ -59,7 +59,7 @@ def test_cosine_topk_ties_lower_index_first(threads):
         ridx, rscores = cosine_topk_ref(q, db, k)
         np.testing.assert_array_equal(idx, ridx)
         assert_close(scores, rscores, 0.0, 32 * EPS32)
-        check_topk(idx, scores, q, db, k)
+        assert_topk_correct(idx, scores, q, db, k)
     # all rows equal: the answer is simply 0..k-1
     idx, scores = ops.cosine_topk(np.ones((2, 4)), np.ones((1000, 4)), 7)
     np.testing.assert_array_equal(idx, np.tile(np.arange(7), (2, 1)))
@@ -95,7 +95,7 @@ def test_cosine_topk_k_larger_than_n(rng):
     db = rng.standard_normal((3, 5)).astype(np.float32)
     idx, scores = ops.cosine_topk(q, db, 10)
     assert idx.shape == (4, 3) and scores.shape == (4, 3)
-    check_topk(idx, scores, q, db, 10)
+    assert_topk_correct(idx, scores, q, db, 10)
     for r in range(4):
         assert sorted(idx[r].tolist()) == [0, 1, 2]
 
@@ -121,4 +121,4 @@ def test_cosine_topk_converts_inputs(rng):
     qi = rng.integers(-5, 6, size=(3, 4))
     dbi = rng.integers(-5, 6, size=(20, 4)).astype(np.int16)
     idx, scores = ops.cosine_topk(qi, dbi, np.int64(6))
-    check_topk(idx, scores, qi, dbi, 6)
+    assert_topk_correct(idx, scores, qi, dbi, 6)

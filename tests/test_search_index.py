@@ -319,7 +319,7 @@ def test_exact_empty():
 # ---- persistence ----------------------------------------------------------------------------------------
 
 
-def _roundtrip(ix, q, tmp_path, k=10):
+def _assert_roundtrip_identical(ix, q, tmp_path, k=10):
     before = ix.query(q, k)
     ix.save(tmp_path / "ix")
     back = Index.load(tmp_path / "ix")
@@ -336,7 +336,7 @@ def test_save_load_hnsw(tmp_path, data, rng):
     ix = Index(48, M=12, ef_construction=80, ef=40, num_threads=1)
     ix.add(x[:1500], np.arange(1500))
     ix.delete(np.arange(0, 1500, 5))
-    back = _roundtrip(ix, q, tmp_path)
+    back = _assert_roundtrip_identical(ix, q, tmp_path)
     assert 0 not in back and 1 in back
     header = json.loads((tmp_path / "ix" / HEADER_NAME).read_text())
     assert header["magic"] == "pixrank-index" and header["format_version"] == 1
@@ -360,7 +360,7 @@ def test_save_load_exact(tmp_path, rng):
     ix = Index(16, exact=True)
     ix.add(x, np.arange(400) * 2)
     ix.delete([0, 2, 398])
-    _roundtrip(ix, x[:30], tmp_path)
+    _assert_roundtrip_identical(ix, x[:30], tmp_path)
 
 
 def test_save_load_empty(tmp_path):
