@@ -372,18 +372,7 @@ class Engine:
         vecs, ok, failures, sizes = self._embed_files(todo, on_error, progress)
         report.failures.extend(failures)
         report.failed += len(failures)
-        recs_new, v_new, recs_upd, v_upd = [], [], [], []
-        for v, p, (w, h) in zip(vecs, ok, sizes):
-            rec = {**file_record(p), "width": int(w), "height": int(h)}
-            if p in ids_of:
-                rec["id"] = ids_of[p]
-                recs_upd.append(rec)
-                v_upd.append(v)
-            else:
-                recs_new.append(rec)
-                v_new.append(v)
-        self._commit(v_new, recs_new, "added", report)
-        self._commit(v_upd, recs_upd, "updated", report)
+        self._commit_files(vecs, ok, sizes, ids_of, file_record, report)
         return report
 
     def _index_folder(self, folder, on_error, recursive, progress) -> IndexReport:
@@ -403,9 +392,16 @@ class Engine:
         if stale:
             self.remove(stale)
             report.removed += len(stale)
+        self._commit_files(vecs, ok, sizes, ids_of, plan.record_for, report)
+        return report
+
+    def _commit_files(self, vecs, paths, sizes, ids_of, record_for, report) -> None:
+        """Commit embedded files: paths already in ``ids_of`` (path -> id) are updated under their id,
+        the others added; ``record_for(path)`` gives each file's catalog record (source, size, mtime,
+        sha256)."""
         recs_new, v_new, recs_upd, v_upd = [], [], [], []
-        for v, p, (w, h) in zip(vecs, ok, sizes):
-            rec = {**plan.record_for(p), "width": int(w), "height": int(h)}
+        for v, p, (w, h) in zip(vecs, paths, sizes):
+            rec = {**record_for(p), "width": int(w), "height": int(h)}
             if p in ids_of:
                 rec["id"] = ids_of[p]
                 recs_upd.append(rec)
@@ -415,7 +411,6 @@ class Engine:
                 v_new.append(v)
         self._commit(v_new, recs_new, "added", report)
         self._commit(v_upd, recs_upd, "updated", report)
-        return report
 
     def _index_arrays(self, x, keys, labels, captions) -> IndexReport:
         n = len(x)
