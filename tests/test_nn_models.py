@@ -258,10 +258,47 @@ def test_bad_inputs(sample):
         keras.Model(inputs=1, outputs=2)
 
 
+def test_non_finite_data_and_bad_counts_are_refused_before_training(sample):
+    (x, y), _ = sample
+    model = mlp()
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    before = model.get_weights()
+    xn = x[:64].copy()
+    xn[37, 3, 4, 0] = np.nan
+    with pytest.raises(ValueError, match=r"fit: x contains NaN or infinite values \(first at example 37\)"):
+        model.fit(xn, y[:64], verbose=0)
+    xn[37, 3, 4, 0] = np.inf
+    with pytest.raises(ValueError, match=r"evaluate: x contains NaN.*example 37"):
+        model.evaluate(xn, y[:64], verbose=0)
+    with pytest.raises(ValueError, match=r"predict: x contains NaN.*example 37"):
+        model.predict(xn)
+    with pytest.raises(ValueError, match=r"fit \(validation_data\): x contains NaN.*example 37"):
+        model.fit(x[:64], y[:64], validation_data=(xn, y[:64]), verbose=0)
+    mse = mlp()
+    mse.compile("sgd", "mse")
+    yf = utils.to_categorical(y[:64], 10)
+    yf[5, 2] = np.nan
+    with pytest.raises(ValueError, match=r"fit: y contains NaN.*example 5"):
+        mse.fit(x[:64], yf, verbose=0)
+    with pytest.raises(ValueError, match="fit: epochs must be >= 0, got -1"):
+        model.fit(x[:64], y[:64], epochs=-1, verbose=0)
+    with pytest.raises(TypeError, match="fit: epochs must be an integer, got 2.5"):
+        model.fit(x[:64], y[:64], epochs=2.5, verbose=0)
+    with pytest.raises(ValueError, match="fit: batch_size must be >= 1, got 0"):
+        model.fit(x[:64], y[:64], batch_size=0, verbose=0)
+    with pytest.raises(TypeError, match="predict: batch_size must be an integer"):
+        model.predict(x[:4], batch_size="8")
+    # nothing was trained by any refused call
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before))
+    # epochs=0 is Keras' no-op, not an error; an integral float is accepted
+    assert model.fit(x[:64], y[:64], epochs=0, verbose=0).history == {}
+    assert len(model.fit(x[:64], y[:64], epochs=1.0, verbose=0).history["loss"]) == 1
+
+
 def test_terminate_on_nan_keeps_last_good_weights(sample, capsys):
     (x, y), _ = sample
     x = x[:128].copy()
-    x[70] = np.nan  # the third batch of 32 holds a NaN input
+    x[70] = 3e38  # finite, but the third batch of 32 overflows to inf logits: a NaN loss
     model = mlp()
     model.compile("sgd", "sparse_categorical_crossentropy")
     snapshots = []

@@ -31,7 +31,8 @@ from a fresh permutation each epoch (``shuffle=True``) drawn from
 (progress bar), ``shuffle=True``.
 
 Errors: ``fit``/``evaluate``/``predict`` raise ``ValueError`` naming the problem for x and y
-of different lengths, an input shape the model does not take, labels outside the model's
+of different lengths, NaN or infinite values in x or float targets (the first bad example is
+named; Keras would train on to a NaN loss), a negative ``epochs``, an input shape the model does not take, labels outside the model's
 classes, targets of the wrong shape; ``RuntimeError`` when training an uncompiled model.
 """
 from __future__ import annotations
@@ -70,6 +71,34 @@ def _to_arrays(x, who, what="x"):
     if a.ndim == 0:
         raise ValueError(f"{who}: {what} must have a batch axis, got a scalar")
     return a
+
+
+def _check_finite(a, who, what):
+    """Raise ``ValueError`` if float array ``a`` holds NaN or +-inf (names the first example)."""
+    arrays = a if isinstance(a, list) else [a]
+    for k, e in enumerate(arrays):
+        if e.dtype.kind != "f":
+            continue
+        # np.isfinite over the flattened batch: one pass, no copy for contiguous input.
+        ok = np.isfinite(e.reshape(len(e), -1)).all(axis=1) if e.ndim > 1 else np.isfinite(e)
+        if not ok.all():
+            i = int(np.argmin(ok))
+            name = what if len(arrays) == 1 else f"{what}[{k}]"
+            raise ValueError(f"{who}: {name} contains NaN or infinite values (first at example {i}); "
+                             "clean or impute the data first")
+
+
+def _check_count(value, who, what, minimum):
+    """``int(value)`` for an integral ``value >= minimum``; ``TypeError``/``ValueError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            value = int(value)
+        else:
+            raise TypeError(f"{who}: {what} must be an integer, got {value!r}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{who}: {what} must be >= {minimum}, got {value}")
+    return value
 
 
 def _length(x):
@@ -188,6 +217,7 @@ class Model(Layer):
             raise ValueError(f"{who}: all inputs must have the same number of examples, got {[len(e) for e in xs]}")
         if n == 0:
             raise ValueError(f"{who}: x is empty (0 examples)")
+        _check_finite(xs, who, "x")
         if y is None:
             if need_y:
                 raise ValueError(f"{who}: y (targets) is required")
@@ -197,6 +227,8 @@ class Model(Layer):
             raise ValueError(f"{who}: y must have one entry per example, got a scalar")
         if len(ya) != n:
             raise ValueError(f"{who}: x and y have different numbers of examples: x has {n}, y has {len(ya)}")
+        if ya.dtype.kind == "f":
+            _check_finite(ya, who, "y")
         return xs, ya
 
     def _check_input_shape(self, xs, who):
@@ -233,10 +265,10 @@ class Model(Layer):
             raise TypeError(f"fit: unsupported keyword argument(s) {sorted(kwargs)}")
         self._check_compiled("fit")
         xs, ya = self._check_xy(x, y, "fit")
-        batch_size = 32 if batch_size is None else int(batch_size)
-        if batch_size < 1:
-            raise ValueError(f"fit: batch_size must be >= 1, got {batch_size}")
-        epochs = int(epochs)
+        batch_size = 32 if batch_size is None else _check_count(batch_size, "fit", "batch_size", 1)
+        epochs = _check_count(epochs, "fit", "epochs", 0)
+        initial_epoch = _check_count(initial_epoch, "fit", "initial_epoch", 0)
+        validation_freq = _check_count(validation_freq, "fit", "validation_freq", 1)
         verbose = 1 if verbose == "auto" else int(verbose)
         if validation_data is None and validation_split:
             if not 0 < validation_split < 1:
@@ -371,9 +403,7 @@ class Model(Layer):
         self._check_input_shape(xs, "evaluate")
         out_shape = self._output_shape_for(xs)
         yp = self.loss.prepare_targets(ya, out_shape)
-        batch_size = 32 if batch_size is None else int(batch_size)
-        if batch_size < 1:
-            raise ValueError(f"evaluate: batch_size must be >= 1, got {batch_size}")
+        batch_size = 32 if batch_size is None else _check_count(batch_size, "evaluate", "batch_size", 1)
         verbose = 1 if verbose == "auto" else int(verbose)
         cb_list = ([cbs.ProgbarLogger(verbose)] if verbose else []) + list(callbacks or [])
         cbl = cbs.CallbackList(cb_list, self, {"steps": -(-_length(xs) // batch_size), "verbose": verbose})
@@ -396,10 +426,9 @@ class Model(Layer):
         n = _length(xs)
         if n == 0:
             raise ValueError("predict: x is empty (0 examples)")
+        _check_finite(xs, "predict", "x")
         self._check_input_shape(xs, "predict")
-        batch_size = 32 if batch_size is None else int(batch_size)
-        if batch_size < 1:
-            raise ValueError(f"predict: batch_size must be >= 1, got {batch_size}")
+        batch_size = 32 if batch_size is None else _check_count(batch_size, "predict", "batch_size", 1)
         outs = []
         with ag.no_grad():
             for s in range(0, n, batch_size):
