@@ -307,6 +307,8 @@ class Model(Layer):
         rng = utils.get_rng()
         single = not isinstance(xs, list)
         xbuf = None
+        xrows = (xs.reshape(len(xs), -1) if single and xs.dtype == np.float32 and xs.flags.c_contiguous
+                 and xs.ndim > 1 else None)
 
         self.stop_training = False
         cbl.on_train_begin()
@@ -325,10 +327,13 @@ class Model(Layer):
                     xb, yb = _slice(xs, s, e), yp[s:e]
                 else:
                     idx = order[s:e]
-                    if single and xs.dtype == np.float32 and e - s == batch_size:
+                    if xrows is not None and e - s == batch_size:
+                        # gather whole rows of the 2-D view: numpy's take copies each example
+                        # as one block there (about 2x faster than over the N-D array)
                         if xbuf is None:
                             xbuf = np.empty((batch_size,) + xs.shape[1:], dtype=np.float32)
-                        xb = np.take(xs, idx, axis=0, out=xbuf)
+                        np.take(xrows, idx, axis=0, out=xbuf.reshape(batch_size, -1))
+                        xb = xbuf
                     else:
                         xb = _take(xs, idx)
                     yb = yp[idx]
