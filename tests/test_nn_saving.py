@@ -151,3 +151,12 @@ def test_save_unbuilt_or_unserializable(tmp_path):
     with pytest.raises(TypeError, match="config is not JSON"):
         h.save(tmp_path / "h.pxr")
     assert not (tmp_path / "h.pxr").exists()
+
+
+def test_save_to_a_folder_is_refused_clearly(tmp_path):
+    model = keras.Sequential([layers.Dense(3, input_shape=(4,))])
+    with pytest.raises(IsADirectoryError, match=r"it is a folder; give a file name such as .*model\.pxr"):
+        model.save(tmp_path)
+    with pytest.raises(IsADirectoryError, match="it is a folder"):
+        model.save_weights(tmp_path)
+    assert os.listdir(tmp_path) == []  # no temporary left behind

@@ -91,6 +91,9 @@ def deserialize_layer(d: dict, custom_objects=None):
 
 def _write_atomic(path: str, header: dict, weights: list, overwrite: bool) -> None:
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot save to {path!r}: it is a folder; give a file name such as "
+                                f"{os.path.join(path, 'model.pxr')!r}")
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"{path!r} exists and overwrite=False")
     folder = os.path.dirname(os.path.abspath(path))
@@ -155,7 +158,8 @@ def save_model(model, filepath, overwrite: bool = True) -> None:
     Raises:
         TypeError: a config that is not JSON. ValueError: the model has no weights yet
             because it was never built (call it once or give ``input_shape``).
-        FileNotFoundError / FileExistsError: bad target.
+        FileNotFoundError / FileExistsError / IsADirectoryError: the folder is missing, the
+            file exists with ``overwrite=False``, or the path is a folder.
     """
     if not model.built and not model.weights:
         raise ValueError(f"save: model {model.name!r} is not built yet; call it on data (or fit it) first, "
