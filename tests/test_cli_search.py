@@ -60,6 +60,7 @@ def test_search_json_and_image_query(engine_dir, tmp_path, capsys):
     (["search", "--engine", "{tmp}/corrupt", "dress"], "corrupt"),
     (["evaluate-search", "--engine", "{tmp}/no-engine"], "does not exist"),
     (["index", "--engine", "{tmp}/new", "--images", "{tmp}/missing-folder"], "does not exist"),
+    (["index", "--engine", "{tmp}/text.png", "--images", "{tmp}"], "is a file, not an engine folder"),
 ])
 def test_bad_input_exits_2_with_a_clear_message(engine_dir, tmp_path, capsys, argv, message):
     (tmp_path / "text.png").write_text("not an image")

@@ -51,6 +51,9 @@ def test_search_order(tmp_path, monkeypatch):
 def test_missing_and_bad_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         fashion_mnist.load_data(tmp_path / "nope")
+    (tmp_path / "afile").write_bytes(b"")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        fashion_mnist.load_data(tmp_path / "afile")
     make_folder(tmp_path / "d")
     (tmp_path / "d" / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(FileNotFoundError, match="has no t10k-labels-idx1-ubyte"):

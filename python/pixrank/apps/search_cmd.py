@@ -284,6 +284,8 @@ def cmd_index(args) -> int:
         raise FileNotFoundError(f"--images {args.images!r} does not exist")
     if not os.path.isdir(images):
         raise _err(f"--images {args.images!r} is not a folder")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise _err(f"--engine {args.engine!r} is a file, not an engine folder")
     if os.path.exists(os.path.join(folder, "engine.json")):
         if args.from_engine:
             raise _err(f"--from-engine is only for a new engine; {args.engine!r} already exists")

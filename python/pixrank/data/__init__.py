@@ -48,6 +48,9 @@ def load_idx_folder(folder: str | os.PathLike):
     """
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
+        if os.path.exists(folder):
+            raise NotADirectoryError(f"data folder {folder!r} is a file, not a folder (give the folder that "
+                                     f"holds the IDX files)")
         raise FileNotFoundError(f"data folder {folder!r} does not exist")
     arrays = []
     for stem in IDX_NAMES:
