@@ -146,7 +146,7 @@ def _sheet(engine, results, title, path):
         if t is None:
             t = np.zeros((28, 28), np.uint8)
         tiles.append(t)
-        caps.append(f"#{r.rank} {r.score:.3f}\n{r.label or os.path.basename(r.source)}")
+        caps.append(f"#{r.rank}  cos {r.score:.3f}\n{r.label or os.path.basename(r.source)}")
     if not tiles:
         return False
     save_png_atomic(contact_sheet(tiles, caps, cols=min(6, len(tiles)), scale=3, title=title), path)
