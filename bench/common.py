@@ -89,6 +89,35 @@ def import_optional(name: str):
 # --------------------------------------------------------------------------------------
 
 
+#: the thread count :func:`set_threads` last set (``paired_time`` settles between sides above 1)
+_THREADS = {"n": 1}
+
+#: seconds to sleep before every timed sample when more than one thread runs (see
+#: :func:`paired_time`): longer than the time a library's idle worker threads keep spinning
+#: after a call: OpenBLAS (pthreads build) spins for 2^28 TSC ticks (its compile-time
+#: ``THREAD_TIMEOUT`` 28; ~0.1 s at 2.8 GHz) before it sleeps; GNU OpenMP (pixrank, PyTorch's
+#: MKL/oneDNN, FAISS) spins ``GOMP_SPINCOUNT`` = 300,000 iterations by default (~1 ms or less).
+SETTLE_S = 0.15
+
+
+def settle_seconds() -> float:
+    """The pause before each timed sample: :data:`SETTLE_S` at 2+ threads, else 0.
+
+    ``$PIXRANK_BENCH_SETTLE_S`` overrides it (seconds, >= 0), e.g. 0 to measure the
+    interference itself.
+    """
+    env = os.environ.get("PIXRANK_BENCH_SETTLE_S")
+    if env is not None:
+        try:
+            val = float(env)
+        except ValueError:
+            raise ValueError(f"PIXRANK_BENCH_SETTLE_S must be a number of seconds, got {env!r}") from None
+        if not val >= 0:
+            raise ValueError(f"PIXRANK_BENCH_SETTLE_S must be >= 0, got {env!r}")
+        return val
+    return SETTLE_S if _THREADS["n"] > 1 else 0.0
+
+
 def set_threads(n: int) -> dict:
     """Set every loaded library to ``n`` threads; returns what was set, per library.
 
@@ -97,6 +126,7 @@ def set_threads(n: int) -> dict:
     OpenBLAS, FAISS's bundled OpenBLAS) through ``threadpoolctl.threadpool_limits``.
     hnswlib takes ``num_threads`` per call; the group passes it.
     """
+    _THREADS["n"] = int(n)
     done = {}
     try:  # import it here: a group may set threads before it first touches pixrank
         import_pixrank_ops().set_num_threads(n)
@@ -151,6 +181,14 @@ def paired_time(sides: dict[str, Callable[[], object]], repeats: int = 5, warmup
         warmup_sides: cheaper stand-ins (same names) to warm up with instead, for
             operations of seconds each; ``inner`` is then 1.
 
+    Between sides: at 2 threads and more, the timer sleeps :func:`settle_seconds` (0.15 s)
+    before *every* timed sample, so that the worker threads of the side that ran last
+    (OpenBLAS's pthreads spin ~0.1 s after a call, OpenMP runtimes up to a few ms) have gone
+    idle and do not take the cores from the next side; every side then starts its sample
+    from the same state (idle workers), and within a sample its ``inner`` calls run back to
+    back as a user's loop would. The sleep is not timed. At 1 thread there are no workers
+    to spin and no pause.
+
     Returns:
         ``{name: {'median_s', 'min_s', 'samples', 'inner'} }`` for the sides that ran, and
         ``{name: {'error': str}}`` for those that raised.
@@ -180,11 +218,14 @@ def paired_time(sides: dict[str, Callable[[], object]], repeats: int = 5, warmup
     samples: dict[str, list[float]] = {name: [] for name in live}
     cpu: dict[str, list[float]] = {name: [] for name in live}
     order = list(live)
+    settle = settle_seconds()
     for r in range(repeats):
         seq = order if r % 2 == 0 else order[::-1]
         for name in seq:
             if name not in samples:
                 continue
+            if settle:
+                time.sleep(settle)
             try:
                 samples[name].append(_time_once(live[name], inner, cpu[name]))
             except Exception as exc:
