@@ -92,19 +92,26 @@ def import_optional(name: str):
 #: the thread count :func:`set_threads` last set (``paired_time`` settles between sides above 1)
 _THREADS = {"n": 1}
 
-#: seconds to sleep before every timed sample when more than one thread runs (see
-#: :func:`paired_time`): longer than the time a library's idle worker threads keep spinning
-#: after a call: OpenBLAS (pthreads build) spins for 2^28 TSC ticks (its compile-time
-#: ``THREAD_TIMEOUT`` 28; ~0.1 s at 2.8 GHz) before it sleeps; GNU OpenMP (pixrank, PyTorch's
-#: MKL/oneDNN, FAISS) spins ``GOMP_SPINCOUNT`` = 300,000 iterations by default (~1 ms or less).
-SETTLE_S = 0.15
+#: seconds to sleep before every timed sample at 2+ threads when numpy (OpenBLAS, pthreads
+#: build) is one of the sides (see :func:`paired_time`): longer than its idle worker threads
+#: keep spinning after a call, 2^28 TSC ticks (OpenBLAS's compile-time ``THREAD_TIMEOUT`` 28;
+#: about 0.1 s at 2.8 GHz) before they sleep.
+SETTLE_BLAS_S = 0.15
+#: the same when only OpenMP runtimes are involved (pixrank, PyTorch's MKL/oneDNN, FAISS):
+#: GNU OpenMP's idle workers spin ``GOMP_SPINCOUNT`` = 300,000 iterations by default (well
+#: under 10 ms) before they block; hnswlib starts and joins its threads per call.
+SETTLE_OMP_S = 0.02
 
 
-def settle_seconds() -> float:
-    """The pause before each timed sample: :data:`SETTLE_S` at 2+ threads, else 0.
+def settle_seconds(sides=()) -> float:
+    """The pause before each timed sample: 0 at 1 thread; at 2+ threads
+    :data:`SETTLE_BLAS_S` if ``'numpy'`` is among ``sides``, else :data:`SETTLE_OMP_S`.
 
-    ``$PIXRANK_BENCH_SETTLE_S`` overrides it (seconds, >= 0), e.g. 0 to measure the
-    interference itself.
+    ``$PIXRANK_BENCH_SETTLE_S`` overrides it (seconds, >= 0; e.g. 0 to measure the
+    interference itself).
+
+    Raises:
+        ValueError: ``$PIXRANK_BENCH_SETTLE_S`` is not a number >= 0.
     """
     env = os.environ.get("PIXRANK_BENCH_SETTLE_S")
     if env is not None:
@@ -114,8 +121,10 @@ def settle_seconds() -> float:
             raise ValueError(f"PIXRANK_BENCH_SETTLE_S must be a number of seconds, got {env!r}") from None
         if not val >= 0:
             raise ValueError(f"PIXRANK_BENCH_SETTLE_S must be >= 0, got {env!r}")
-        return val
-    return SETTLE_S if _THREADS["n"] > 1 else 0.0
+        return val if _THREADS["n"] > 1 else 0.0
+    if _THREADS["n"] <= 1:
+        return 0.0
+    return SETTLE_BLAS_S if "numpy" in sides else SETTLE_OMP_S
 
 
 def set_threads(n: int) -> dict:
@@ -181,10 +190,11 @@ def paired_time(sides: dict[str, Callable[[], object]], repeats: int = 5, warmup
         warmup_sides: cheaper stand-ins (same names) to warm up with instead, for
             operations of seconds each; ``inner`` is then 1.
 
-    Between sides: at 2 threads and more, the timer sleeps :func:`settle_seconds` (0.15 s)
-    before *every* timed sample, so that the worker threads of the side that ran last
-    (OpenBLAS's pthreads spin ~0.1 s after a call, OpenMP runtimes up to a few ms) have gone
-    idle and do not take the cores from the next side; every side then starts its sample
+    Between sides: at 2 threads and more, the timer sleeps :func:`settle_seconds` before
+    *every* timed sample (0.15 s when numpy is a side: OpenBLAS's pthreads workers spin ~0.1 s
+    after a call; else 0.02 s: OpenMP workers spin well under 10 ms), so that the worker
+    threads of the side that ran last have gone idle and do not take the cores from the
+    next side; every side then starts its sample
     from the same state (idle workers), and within a sample its ``inner`` calls run back to
     back as a user's loop would. The sleep is not timed. At 1 thread there are no workers
     to spin and no pause.
@@ -218,7 +228,7 @@ def paired_time(sides: dict[str, Callable[[], object]], repeats: int = 5, warmup
     samples: dict[str, list[float]] = {name: [] for name in live}
     cpu: dict[str, list[float]] = {name: [] for name in live}
     order = list(live)
-    settle = settle_seconds()
+    settle = settle_seconds(live)
     for r in range(repeats):
         seq = order if r % 2 == 0 else order[::-1]
         for name in seq:
