@@ -214,3 +214,59 @@ def test_check_close_and_topk_ids_with_ties():
     assert tie["ok"] and tie["ids_equal"] == 0.0
     wrong = check_topk_ids("ids", [[0, 2]], [[0, 1]], q, db)
     assert not wrong["ok"]
+
+
+def test_settle_pause_only_at_two_threads_and_longer_with_numpy(monkeypatch):
+    from bench import common
+    monkeypatch.delenv("PIXRANK_BENCH_SETTLE_S", raising=False)
+    monkeypatch.setitem(common._THREADS, "n", 1)
+    assert common.settle_seconds({"pixrank": None, "numpy": None}) == 0.0
+    monkeypatch.setitem(common._THREADS, "n", 2)
+    assert common.settle_seconds({"pixrank": None, "numpy": None}) == common.SETTLE_BLAS_S
+    assert common.settle_seconds({"pixrank": None, "torch": None}) == common.SETTLE_OMP_S
+    # OpenBLAS's idle workers spin 2^28 TSC ticks (~0.1 s at 2.8 GHz): the pause must outlast that
+    assert common.SETTLE_BLAS_S >= 2 ** 28 / 2.8e9
+    monkeypatch.setenv("PIXRANK_BENCH_SETTLE_S", "0")
+    assert common.settle_seconds({"numpy": None}) == 0.0
+    monkeypatch.setenv("PIXRANK_BENCH_SETTLE_S", "-1")
+    with pytest.raises(ValueError, match="PIXRANK_BENCH_SETTLE_S"):
+        common.settle_seconds()
+
+
+def test_paired_time_sleeps_before_every_sample_at_two_threads(monkeypatch):
+    from bench import common
+    monkeypatch.setitem(common._THREADS, "n", 2)
+    monkeypatch.setenv("PIXRANK_BENCH_SETTLE_S", "0.01")
+    slept = []
+    monkeypatch.setattr(common.time, "sleep", lambda s: slept.append(s))
+    out = paired_time({"a": lambda: None, "b": lambda: None}, repeats=3, warmup=1, min_sample_s=0.0)
+    assert len(out["a"]["samples"]) == 3 and slept == [0.01] * 6
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_torch_model_starts_from_pixrank_weights(kind):
+    torch = pytest.importorskip("torch")
+    from bench import training
+    from pixrank import utils
+    from pixrank.apps.train_cmd import build_model
+    utils.set_random_seed(3)
+    pm = build_model(kind)
+    tm = training.torch_model(torch, kind)
+    training.copy_pixrank_weights(torch, tm, pm, kind)
+    x = np.random.default_rng(4).random((5, 28, 28, 1), dtype=np.float32)
+    want = pm.predict(x, batch_size=5)
+    with torch.no_grad():
+        got = torch.softmax(tm(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))), 1).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="copy_pixrank_weights"):
+        training.copy_pixrank_weights(torch, training.torch_model(torch, "mlp" if kind == "cnn" else "cnn"), pm, kind)
+
+
+def test_training_rows_share_start_and_batches(quick):
+    pytest.importorskip("torch")
+    res, _ = quick
+    for r in _rows(res, "training", "torch"):
+        assert r["extra"]["shared_init"], r["notes"]
+        loss = r["extra"]["train_loss"]
+        # the same weights and batches: the two implementations' training losses agree closely
+        assert abs(loss["pixrank"] - loss["torch"]) <= 0.01 * loss["torch"], loss
