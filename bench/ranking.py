@@ -41,6 +41,10 @@ QUICK = [(5_000, 64), (3_000, 128)]
 QS_FULL = (100, 1000)
 QS_QUICK = (20,)
 BLOCK_BYTES = 128 << 20
+#: n·d·Q from which a row warms up on Q/10 queries, checks on them and times 3 repeats
+HEAVY = 1e10
+#: n·d·Q from which a row times one repeat per side (1M vectors x 1000 queries)
+HUGE = 1e11
 
 
 def _block(n: int) -> int:
@@ -119,11 +123,11 @@ def run(refs: list[str], threads: list[int], quick: bool, log=print) -> list[dic
             q = rng.standard_normal((Q, d), dtype=np.float32)
             qw = q[: max(1, Q // 10)]
             tq = torch.from_numpy(q) if tdb is not None else None
-            heavy = (not quick) and n * d * Q >= 1e10
+            heavy = (not quick) and n * d * Q >= HEAVY
             # 1M vectors x 1000 queries: tens of seconds per call and side (numpy's and
             # PyTorch's selection over 1M scores per query dominates): one timed repeat at
             # each thread count, so that the full suite fits in about half an hour
-            huge = heavy and n * d * Q >= 1e11
+            huge = heavy and n * d * Q >= HUGE
             # the output check: on the Q/10 warm-up queries for heavy rows (saves a full
             # call per side), on all queries otherwise
             qc = qw if heavy else q

@@ -265,6 +265,36 @@ def _targets(lines, suite, loaded=True):
         lines += [""]
 
 
+def _between_sides_note() -> str:
+    """The header paragraph that says what the harness does between the sides of a row."""
+    from .common import SETTLE_BLAS_S, SETTLE_OMP_S
+    knobs = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT", "KMP_BLOCKTIME", "MKL_NUM_THREADS",
+             "OMP_NUM_THREADS")
+    set_ = [f"{k}={os.environ[k]}" for k in knobs if k in os.environ]
+    env = ("as the environment sets them: " + ", ".join(f"`{x}`" for x in set_)) if set_ else \
+        "as the environment sets them (here: all unset, the libraries' defaults)"
+    override = os.environ.get("PIXRANK_BENCH_SETTLE_S")
+    pause = (f"**{override} s** before every timed sample (`PIXRANK_BENCH_SETTLE_S` was set for this run)"
+             if override is not None else
+             f"{SETTLE_BLAS_S:g} s before every timed sample in rows with a numpy side, {SETTLE_OMP_S:g} s in "
+             "the others")
+    return ("**Between sides** (rows at 2 threads): a library's idle worker threads keep spinning for a while "
+            "after each call, and in one process they take the cores from the side timed next: numpy's "
+            "OpenBLAS (a pthreads build) spins 2^28 TSC ticks, about 0.1 s, after each call. Measured on this "
+            "machine on 2026-11-30, pixrank at 1024³ read 0.67–0.86× numpy with the two alternating back to "
+            "back and 0.91–0.92× with the pause below (about 0.92× was reported with each in a process of its own). So the "
+            f"harness sleeps, untimed, {pause}; GNU OpenMP (pixrank, PyTorch's MKL and oneDNN, FAISS) "
+            "spins `GOMP_SPINCOUNT` = 300,000 iterations by default, well under 10 ms; hnswlib starts and "
+            "joins its threads per call. Training epochs get the short pause too. Every side thus starts "
+            "each sample with idle workers, and its repeated calls inside a sample run back to back, as in "
+            "a user's loop. No library's threading is changed: `OMP_WAIT_POLICY`, `GOMP_SPINCOUNT`, "
+            f"`OPENBLAS_THREAD_TIMEOUT`, `KMP_BLOCKTIME`, `OMP_NUM_THREADS` are left {env}, so no side loses "
+            "its spin-wait fast path between its own calls; thread counts are set through each library's "
+            "API (`pixrank.set_num_threads`, `torch.set_num_threads`, `faiss.omp_set_num_threads`, "
+            "threadpoolctl for the BLAS libraries, hnswlib's `num_threads`). 1-thread rows have no workers "
+            "and no pause.")
+
+
 def write_markdown(suite, path):
     m = suite["machine"]
     lines = ["# pixrank benchmarks", ""]
@@ -287,20 +317,7 @@ def write_markdown(suite, path):
               "alternates every repeat) after a warm-up, and reports medians; trust the ratios more than the "
               "absolute figures. Ratio = reference time / pixrank time: **above 1 means pixrank is faster**.",
               "",
-              "**Between sides** (2-thread rows): a library's idle worker threads keep spinning for a while "
-              "after each call, and in one process they would take the cores from the side timed next "
-              "(numpy's OpenBLAS, a pthreads build, spins 2^28 TSC ticks, about 0.1 s; measured here, pixrank "
-              "read 0.67× numpy at 1024³ when the two alternated back to back, about 0.92× when each ran in a "
-              "process of its own). So before *every* timed sample the harness sleeps, untimed: 0.15 s in rows "
-              "with a numpy side, 0.02 s in the others (GNU OpenMP, used by pixrank, PyTorch's MKL/oneDNN and "
-              "FAISS, spins `GOMP_SPINCOUNT` = 300,000 iterations by default, well under 10 ms; hnswlib starts "
-              "and joins its threads per call); training epochs get the same 0.02 s pause. Every side thus "
-              "starts each sample with idle workers, and its repeated calls inside a sample run back to back "
-              "as in a user's loop. No library's threading is changed: `OMP_WAIT_POLICY`, `GOMP_SPINCOUNT`, "
-              "`OPENBLAS_THREAD_TIMEOUT` and `KMP_*` are left as the environment sets them (here: unset), so "
-              "no reference loses its spin-wait fast path within its own calls. 1-thread rows have no "
-              "workers and no pause. (`PIXRANK_BENCH_SETTLE_S` overrides the pause, e.g. 0 to see the "
-              "interference.)",
+              _between_sides_note(),
               ""]
     if loaded:
         lines += [f"**Load warning**: the 1-minute load average ranged {min(loads):.1f}–{max(loads):.1f} on "
