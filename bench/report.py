@@ -133,12 +133,16 @@ def _training_table(lines, rows):
         ex = r["extra"]
         acc = ex.get("accuracy", {})
         fa = lambda a: "n/a" if a is None else f"{a * 100:.2f}%"  # noqa: E731
+        loss = ex.get("train_loss", {})
+        fl = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        runs = len(ex.get("seeds", [])) or 1
         body.append([r["row"], r["threads"], ref, fmt_s(r["pixrank_s"]), fmt_s(r["refs"].get(ref)),
-                     _rr(r, ref), _cpu_ratio(r, ref), ex.get("epochs", ""), fa(acc.get("pixrank")), fa(acc.get(ref)),
-                     _notes(r)])
+                     _rr(r, ref), _cpu_ratio(r, ref), f"{ex.get('epochs', '')} × {runs}",
+                     fa(acc.get("pixrank")), fa(acc.get(ref)),
+                     f"{fl(loss.get('pixrank'))} / {fl(loss.get(ref))}", _notes(r)])
     _table(lines, ["model", "threads", "vs", "pixrank s/epoch", "reference s/epoch", "ratio ref/pixrank (best)",
-                   "CPU-time ratio",
-                   "epochs", "pixrank test acc.", "ref test acc.", "notes"], body)
+                   "CPU-time ratio", "epochs × runs", "pixrank test acc. (mean of runs)", "ref test acc. (mean of runs)",
+                   "training loss, last epoch (pixrank / ref)", "notes"], body)
 
 
 def _hnsw_table(lines, rows):
