@@ -2,7 +2,7 @@
 
 Usage (from the repository root, after ``pip install '.[bench]'``)::
 
-    python -m bench                      # everything, 1 and 2 threads (~25 min on 2 cores)
+    python -m bench                      # everything, 1 and 2 threads (~28 min on 2 quiet cores)
     python -m bench --only gemm,ranking  # some groups
     python -m bench --threads 2          # one thread count
     python -m bench --quick              # small sizes, one repeat (what the tests run)
