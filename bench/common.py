@@ -11,6 +11,11 @@ Functions shorter than ``min_sample_s`` are run ``inner`` times per sample (the 
 ``inner`` for every side, chosen during the warm-up), and the sample is divided by
 ``inner``: timer resolution and the cost of ``perf_counter`` itself then stay negligible.
 
+At 2 threads and more the timer sleeps, untimed, before every sample (0.15 s when numpy is
+a side, 0.02 s otherwise: :func:`settle_seconds`), so that the idle worker threads of the
+library that ran last (OpenBLAS's spin about 0.1 s after a call) do not take the cores from
+the next side.
+
 A row is a plain ``dict`` (JSON-serialisable, so a child process can hand it back):
 
 ``group``, ``row`` (what is measured), ``threads``, ``pixrank_s`` (median seconds, or
