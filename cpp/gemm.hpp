@@ -46,6 +46,16 @@ void pack_a(const UKernel& uk, const float* A, int64_t lda, bool trans_a, int64_
 void pack_b_panel(const UKernel& uk, const float* B, int64_t ldb, bool trans_b, int64_t p0, int64_t kc,
                   int64_t j0, int64_t nr, float* Bp, const float* col_scale);
 
+// Packs op(B)[p0 : p0+kc, j0 : j0+nc] into ceil(nc / NR) micro-panels of kc x NR floats at Bp (the
+// last one zero-padded), panel t at Bp + t * kc * NR: pack_b_panel for each panel, in a faster order.
+void pack_b(const UKernel& uk, const float* B, int64_t ldb, bool trans_b, int64_t p0, int64_t kc, int64_t j0,
+            int64_t nc, float* Bp);
+
+// The block size used to cut `extent` into ceil(extent / max_block) blocks of nearly equal size: the
+// smallest multiple of `multiple` >= extent / blocks (capped at max_block, itself such a multiple), or
+// extent itself when it fits one block. E.g. K = 784, KC = 256 -> 196 (4 x 196, not 3 x 256 + 16).
+int64_t balanced_block(int64_t extent, int64_t max_block, int64_t multiple);
+
 // Runs the micro-kernel over an mc x nc block of C from packed A (ceil(mc/MR) panels of kc x MR) and
 // packed B (ceil(nc/NR) panels of kc x NR). flags: kAccumulate, kRelu; bias (nc,) or null.
 void macro_kernel(const UKernel& uk, int64_t mc, int64_t nc, int64_t kc, const float* Ap, const float* Bp,

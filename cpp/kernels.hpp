@@ -81,8 +81,16 @@ void max_pool2d_backward(const ConvGeom& g, const float* dy, const int64_t* argm
 void cosine_topk(int64_t Q, int64_t n, int64_t d, const float* queries, const float* database, int64_t k,
                  int64_t* indices, float* scores);
 
-// Optional: one Adam(W) step in place over `size` parameters (Kingma & Ba 2015; decoupled weight
-// decay: Loshchilov & Hutter 2019). t >= 1 is the step number (bias correction).
+// One Adam(W) step in place over `size` parameters, Keras' form (the "efficient version" at the end of
+// Kingma & Ba 2015, sec. 2, with epsilon added to sqrt(v), not to sqrt(v_hat) as PyTorch does), with
+// Keras' decoupled weight decay applied first (Loshchilov & Hutter 2019). t >= 1 is the step number:
+//   alpha = lr * sqrt(1 - beta2^t) / (1 - beta1^t)                      (double, then float32)
+//   param *= 1 - lr * weight_decay                                       (only when weight_decay != 0)
+//   m = beta1 m + (1 - beta1) grad;   v = beta2 v + (1 - beta2) grad^2
+//   param -= alpha * m / (sqrt(v) + eps)
+// Every float32 operation rounded separately, in the order of pixrank.nn.optimizers.Adam's numpy
+// path (ukernel.hpp AdamStep): all SIMD variants and that path give the same bits.
+// param, grad, m, v: (size,) float32, distinct (grad may not alias the others).
 void adam_update(int64_t size, float* param, const float* grad, float* m, float* v, double lr, double beta1,
                  double beta2, double eps, double weight_decay, int64_t t);
 

@@ -528,22 +528,21 @@ void max_pool2d_backward(const ConvGeom& g, const float* dy, const int64_t* argm
 void adam_update(int64_t size, float* param, const float* grad, float* m, float* v, double lr, double beta1,
                  double beta2, double eps, double weight_decay, int64_t t) {
     if (t < 1) throw std::invalid_argument("adam_update: t must be >= 1, got " + std::to_string(t));
-    const double bc1 = 1.0 - std::pow(beta1, static_cast<double>(t));
-    const double bc2 = 1.0 - std::pow(beta2, static_cast<double>(t));
-    const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2);
-    const float step = static_cast<float>(lr / bc1);
-    const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
-    const float fe = static_cast<float>(eps), wd = static_cast<float>(lr * weight_decay);
-    parallel_for(size, 16384, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) {
-            const float gi = grad[i];
-            const float mi = b1 * m[i] + (1.0f - b1) * gi;
-            const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-            m[i] = mi;
-            v[i] = vi;
-            param[i] -= step * mi / (std::sqrt(vi) * inv_sqrt_bc2 + fe) + wd * param[i];
-        }
-    });
+    // The float32 constants exactly as pixrank.nn.optimizers computes them (in double, then rounded).
+    AdamStep s;
+    s.b1 = static_cast<float>(beta1);
+    s.b2 = static_cast<float>(beta2);
+    s.c1 = static_cast<float>(1.0 - beta1);
+    s.c2 = static_cast<float>(1.0 - beta2);
+    s.eps = static_cast<float>(eps);
+    const double tt = static_cast<double>(t);
+    s.alpha = static_cast<float>(lr * std::sqrt(1.0 - std::pow(beta2, tt)) / (1.0 - std::pow(beta1, tt)));
+    s.decay = weight_decay != 0.0;
+    s.wd_factor = static_cast<float>(1.0 - lr * weight_decay);
+    const AdamFn fn = active_ukernel().adam;
+    // ~28 bytes of memory traffic per float and a division and a square root: memory-bound beyond a
+    // few hundred thousand floats, where two threads help; small tensors stay on the calling thread.
+    parallel_for(size, 65536, [&](int64_t b, int64_t e) { fn(e - b, param + b, grad + b, m + b, v + b, s); });
 }
 
 }  // namespace pixrank

@@ -23,3 +23,30 @@
 #else
 #include <immintrin.h>
 #endif
+
+// Masked 16-float load (lanes outside the mask read as 0.0f and their memory is not touched) and masked
+// store (lanes outside the mask leave memory untouched): the AVX-512F intrinsics in a release build. The
+// SIMDe release this project tests with (0.7.4) has no _mm512_maskz_loadu_ps / _mm512_mask_storeu_ps,
+// so the emulated build does the same lane by lane (touching only the selected lanes, like the hardware).
+namespace pixrank {
+namespace avx512 {
+namespace {
+#if defined(PIXRANK_AVX512_EMULATED)
+inline __m512 maskz_loadu_ps(__mmask16 m, const float* p) {
+    alignas(64) float t[16];
+    for (int i = 0; i < 16; ++i) t[i] = ((m >> i) & 1u) ? p[i] : 0.0f;
+    return _mm512_load_ps(t);
+}
+inline void mask_storeu_ps(float* p, __mmask16 m, __m512 v) {
+    alignas(64) float t[16];
+    _mm512_store_ps(t, v);
+    for (int i = 0; i < 16; ++i)
+        if ((m >> i) & 1u) p[i] = t[i];
+}
+#else
+inline __m512 maskz_loadu_ps(__mmask16 m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+inline void mask_storeu_ps(float* p, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(p, m, v); }
+#endif
+}  // namespace
+}  // namespace avx512
+}  // namespace pixrank

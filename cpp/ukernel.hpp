@@ -29,6 +29,27 @@ using UKernelFn = void (*)(int64_t kc, const float* Ap, const float* Bp, float* 
 // Index of the first s[j] >= t in s[0..n), or n when there is none (the top-k scan's fast rejection).
 using NextGeFn = int64_t (*)(const float* s, int64_t n, float t);
 
+// One Adam step over n floats in place (the arithmetic of pixrank.nn.optimizers.Adam's numpy path, one
+// float32 rounding per operation, no contraction into FMA, so every variant gives the same bits):
+//   if (decay): w = w * wd_factor
+//   m = m * b1 + g * c1;   v = v * b2 + (g * g) * c2;   w = w - (m / (sqrt(v) + eps)) * alpha
+// Shapes: w, g, m, v (n,). See kernels.hpp adam_update for the formula's source.
+// Functions marked PIXRANK_NO_FP_CONTRACT are compiled with -ffp-contract=off: GCC otherwise fuses a
+// multiply and an add, even written as _mm256_mul_ps / _mm256_add_ps intrinsics, into one FMA (one rounding
+// instead of two) in the translation units compiled with -mfma, and the result would depend on the ISA.
+// (Clang contracts only within one source expression; the kernels write each operation separately.)
+#if defined(__GNUC__) && !defined(__clang__)
+#define PIXRANK_NO_FP_CONTRACT __attribute__((optimize("fp-contract=off")))
+#else
+#define PIXRANK_NO_FP_CONTRACT
+#endif
+
+struct AdamStep {
+    float b1, c1, b2, c2, eps, alpha, wd_factor;
+    bool decay;
+};
+using AdamFn = void (*)(int64_t n, float* w, const float* g, float* m, float* v, const AdamStep& s);
+
 struct UKernel {
     const char* name;
     int mr;  // register tile rows
@@ -38,6 +59,7 @@ struct UKernel {
     int nc;  // columns of B packed per block (multiple of nr; sized for L3)
     UKernelFn fn;
     NextGeFn next_ge;
+    AdamFn adam;
 };
 
 namespace generic {

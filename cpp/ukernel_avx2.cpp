@@ -1,6 +1,8 @@
 // pixrank kernels: the AVX2 + FMA SGEMM micro-kernel, a 6 x 16 register tile (12 ymm accumulators,
-// two B loads and six A broadcasts per k step). This file alone is compiled with -mavx2 -mfma; it is
-// only called after CPUID reported AVX2 and FMA (runtime.cpp).
+// two B loads and six A broadcasts per k step). Edge tiles: an 8-wide (or narrower) one runs a half-width
+// k loop, one of at most 3 rows a half-height one, and partial vectors are stored with masked
+// loads/stores (no scalar tail). This file alone is compiled with -mavx2 -mfma; it is only called after
+// CPUID reported AVX2 and FMA (runtime.cpp).
 //
 // Shapes: Ap KC x 6 packed, Bp KC x 16 packed, C 6 x 16 tile (row stride ldc); see ukernel.hpp.
 #include <immintrin.h>
@@ -14,6 +16,54 @@ namespace {
 constexpr int MR = 6;
 constexpr int NR = 16;
 
+// Stores an mr x nr corner (mr <= 6, nr <= 16) of the accumulators to C with the epilogue
+// (accumulate, bias, ReLU). Vector code throughout: whole 8-float vectors are loaded and stored plainly,
+// a partial one with _mm256_maskload_ps / _mm256_maskstore_ps (lanes past nr are neither read nor
+// written, so nothing beyond C's row or bias[nr - 1] is touched), an empty one is skipped.
+__attribute__((always_inline)) inline void store_tile(__m256 (&acc)[MR][2], float* __restrict C, int64_t ldc, int mr, int nr, int flags,
+                       const float* __restrict bias) {
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    // Vector u covers columns [8u, 8u + 8): kind 2 = whole, 1 = partial (masked), 0 = empty.
+    const int kind0 = nr >= 8 ? 2 : 1;
+    const int kind1 = nr >= 16 ? 2 : (nr > 8 ? 1 : 0);
+    const __m256i mask0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), lane);
+    const __m256i mask1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr - 8), lane);
+    auto load = [](const float* p, int kind, __m256i mask) {
+        return kind == 2 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask);
+    };
+    __m256 bias0 = zero, bias1 = zero;
+    if (bias) {
+        bias0 = load(bias, kind0, mask0);
+        if (kind1) bias1 = load(bias + 8, kind1, mask1);
+    }
+    for (int r = 0; r < mr; ++r) {
+        float* cr = C + r * ldc;
+        __m256 v0 = acc[r][0], v1 = acc[r][1];
+        if (flags & kAccumulate) {
+            v0 = _mm256_add_ps(load(cr, kind0, mask0), v0);
+            if (kind1) v1 = _mm256_add_ps(load(cr + 8, kind1, mask1), v1);
+        }
+        if (bias) {
+            v0 = _mm256_add_ps(v0, bias0);
+            v1 = _mm256_add_ps(v1, bias1);
+        }
+        if (flags & kRelu) {  // max(0, v) returns v when v is NaN, as np.maximum does
+            v0 = _mm256_max_ps(zero, v0);
+            v1 = _mm256_max_ps(zero, v1);
+        }
+        if (kind0 == 2) _mm256_storeu_ps(cr, v0);
+        else _mm256_maskstore_ps(cr, mask0, v0);
+        if (kind1 == 2) _mm256_storeu_ps(cr + 8, v1);
+        else if (kind1 == 1) _mm256_maskstore_ps(cr + 8, mask1, v1);
+    }
+}
+
+// The register tile: full width (two B vectors per k step, 12 accumulators) unless nr <= 8, where the
+// right half of the B panel is zero padding: then only its left vector is used (six FMAs per k step
+// instead of twelve), with even and odd k steps summed into separate accumulators (c*0 / c*1, added at
+// the end) so that 12 independent FMA chains still cover the FMA latency. At N = 200 (12 full panels
+// and one 8 wide) this halves the cost of the edge panel instead of computing 8 columns of zeros.
 void kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict C,
             int64_t ldc, int mr, int nr, int flags, const float* __restrict bias) {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
@@ -28,7 +78,7 @@ void kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, 
         _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc + 15), _MM_HINT_T0);
     }
-    // The k loop is written in inline assembly so that the register allocation is fixed: 12
+    // The k loops are written in inline assembly so that the register allocation is fixed: 12
     // accumulators + 2 B vectors (ymm13, ymm14) + 1 broadcast (ymm15) = 15 of the 16 ymm registers.
     // (Compiled from intrinsics, GCC 12 interleaves consecutive k steps and spills accumulators.)
 #define PIXRANK_FMA_ROW(r, s)                                                   \
@@ -40,83 +90,129 @@ void kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, 
     "vmovaps " #s "*64+32(%[b]), %%ymm14\n\t"                                   \
     PIXRANK_FMA_ROW(0, s) PIXRANK_FMA_ROW(1, s) PIXRANK_FMA_ROW(2, s)           \
     PIXRANK_FMA_ROW(3, s) PIXRANK_FMA_ROW(4, s) PIXRANK_FMA_ROW(5, s)
+    // Narrow (nr <= 8): step s loads B's left vector only into ymm<breg> (13 for even steps, 14 for
+    // odd ones) and accumulates into the set h (c<r>0 for even steps, c<r>1 for odd ones).
+#define PIXRANK_FMA_ROW_N(r, s, h, breg)                                        \
+    "vbroadcastss " #s "*24+" #r "*4(%[a]), %%ymm15\n\t"                        \
+    "vfmadd231ps %%ymm" #breg ", %%ymm15, %[c" #r #h "]\n\t"
+#define PIXRANK_NSTEP(s, h, breg)                                               \
+    "vmovaps " #s "*64(%[b]), %%ymm" #breg "\n\t"                               \
+    PIXRANK_FMA_ROW_N(0, s, h, breg) PIXRANK_FMA_ROW_N(1, s, h, breg)           \
+    PIXRANK_FMA_ROW_N(2, s, h, breg) PIXRANK_FMA_ROW_N(3, s, h, breg)           \
+    PIXRANK_FMA_ROW_N(4, s, h, breg) PIXRANK_FMA_ROW_N(5, s, h, breg)
+    // Short (mr <= 3, nr > 8): rows 0-2 only, even steps into c00..c21 and odd steps into c30..c51
+    // (accumulator c<x>u holds row x % 3), added at the end.
+#define PIXRANK_FMA_ROW_S(r, s, x)                                              \
+    "vbroadcastss " #s "*24+" #r "*4(%[a]), %%ymm15\n\t"                        \
+    "vfmadd231ps %%ymm13, %%ymm15, %[c" #x "0]\n\t"                             \
+    "vfmadd231ps %%ymm14, %%ymm15, %[c" #x "1]\n\t"
+#define PIXRANK_SSTEP(s, x0, x1, x2)                                            \
+    "vmovaps " #s "*64(%[b]), %%ymm13\n\t"                                      \
+    "vmovaps " #s "*64+32(%[b]), %%ymm14\n\t"                                   \
+    PIXRANK_FMA_ROW_S(0, s, x0) PIXRANK_FMA_ROW_S(1, s, x1) PIXRANK_FMA_ROW_S(2, s, x2)
 #define PIXRANK_OPERANDS                                                                         \
     : [a] "+r"(a), [b] "+r"(b), [k] "+r"(k), [c00] "+x"(c00), [c01] "+x"(c01), [c10] "+x"(c10),  \
       [c11] "+x"(c11), [c20] "+x"(c20), [c21] "+x"(c21), [c30] "+x"(c30), [c31] "+x"(c31),       \
       [c40] "+x"(c40), [c41] "+x"(c41), [c50] "+x"(c50), [c51] "+x"(c51)                         \
     :                                                                                            \
     : "cc", "memory", "xmm13", "xmm14", "xmm15"
+    const bool narrow = nr <= 8, short_ = !narrow && mr <= 3;
     int64_t k = kc / 4;
     if (k > 0) {
-        __asm__ volatile(
-            ".p2align 5\n"
-            "1:\n\t"
-            "prefetcht0 384(%[a])\n\t"
-            PIXRANK_STEP(0) PIXRANK_STEP(1) PIXRANK_STEP(2) PIXRANK_STEP(3)
-            "add $96, %[a]\n\t"
-            "add $256, %[b]\n\t"
-            "dec %[k]\n\t"
-            "jnz 1b\n\t"
-            PIXRANK_OPERANDS);
+        if (short_) {
+            __asm__ volatile(
+                ".p2align 5\n"
+                "1:\n\t"
+                "prefetcht0 384(%[a])\n\t"
+                PIXRANK_SSTEP(0, 0, 1, 2) PIXRANK_SSTEP(1, 3, 4, 5)
+                PIXRANK_SSTEP(2, 0, 1, 2) PIXRANK_SSTEP(3, 3, 4, 5)
+                "add $96, %[a]\n\t"
+                "add $256, %[b]\n\t"
+                "dec %[k]\n\t"
+                "jnz 1b\n\t"
+                PIXRANK_OPERANDS);
+        } else if (!narrow) {
+            __asm__ volatile(
+                ".p2align 5\n"
+                "1:\n\t"
+                "prefetcht0 384(%[a])\n\t"
+                PIXRANK_STEP(0) PIXRANK_STEP(1) PIXRANK_STEP(2) PIXRANK_STEP(3)
+                "add $96, %[a]\n\t"
+                "add $256, %[b]\n\t"
+                "dec %[k]\n\t"
+                "jnz 1b\n\t"
+                PIXRANK_OPERANDS);
+        } else {
+            __asm__ volatile(
+                ".p2align 5\n"
+                "1:\n\t"
+                "prefetcht0 384(%[a])\n\t"
+                PIXRANK_NSTEP(0, 0, 13) PIXRANK_NSTEP(1, 1, 14) PIXRANK_NSTEP(2, 0, 13) PIXRANK_NSTEP(3, 1, 14)
+                "add $96, %[a]\n\t"
+                "add $256, %[b]\n\t"
+                "dec %[k]\n\t"
+                "jnz 1b\n\t"
+                PIXRANK_OPERANDS);
+        }
     }
     k = kc % 4;
     if (k > 0) {
-        __asm__ volatile(
-            "1:\n\t"
-            PIXRANK_STEP(0)
-            "add $24, %[a]\n\t"
-            "add $64, %[b]\n\t"
-            "dec %[k]\n\t"
-            "jnz 1b\n\t"
-            PIXRANK_OPERANDS);
+        if (short_) {
+            __asm__ volatile(
+                "1:\n\t"
+                PIXRANK_SSTEP(0, 0, 1, 2)
+                "add $24, %[a]\n\t"
+                "add $64, %[b]\n\t"
+                "dec %[k]\n\t"
+                "jnz 1b\n\t"
+                PIXRANK_OPERANDS);
+        } else if (!narrow) {
+            __asm__ volatile(
+                "1:\n\t"
+                PIXRANK_STEP(0)
+                "add $24, %[a]\n\t"
+                "add $64, %[b]\n\t"
+                "dec %[k]\n\t"
+                "jnz 1b\n\t"
+                PIXRANK_OPERANDS);
+        } else {
+            __asm__ volatile(
+                "1:\n\t"
+                PIXRANK_NSTEP(0, 0, 13)
+                "add $24, %[a]\n\t"
+                "add $64, %[b]\n\t"
+                "dec %[k]\n\t"
+                "jnz 1b\n\t"
+                PIXRANK_OPERANDS);
+        }
     }
 #undef PIXRANK_OPERANDS
+#undef PIXRANK_SSTEP
+#undef PIXRANK_FMA_ROW_S
+#undef PIXRANK_NSTEP
+#undef PIXRANK_FMA_ROW_N
 #undef PIXRANK_STEP
 #undef PIXRANK_FMA_ROW
 
-    __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
-    const __m256 zero = _mm256_setzero_ps();
-    if (mr == MR && nr == NR) {
-        __m256 bias0 = zero, bias1 = zero;
-        if (bias) {
-            bias0 = _mm256_loadu_ps(bias);
-            bias1 = _mm256_loadu_ps(bias + 8);
-        }
-        for (int r = 0; r < MR; ++r) {
-            float* cr = C + r * ldc;
-            __m256 v0 = acc[r][0], v1 = acc[r][1];
-            if (flags & kAccumulate) {
-                v0 = _mm256_add_ps(_mm256_loadu_ps(cr), v0);
-                v1 = _mm256_add_ps(_mm256_loadu_ps(cr + 8), v1);
-            }
-            if (bias) {
-                v0 = _mm256_add_ps(v0, bias0);
-                v1 = _mm256_add_ps(v1, bias1);
-            }
-            if (flags & kRelu) {  // max(0, v) returns v when v is NaN, as np.maximum does
-                v0 = _mm256_max_ps(zero, v0);
-                v1 = _mm256_max_ps(zero, v1);
-            }
-            _mm256_storeu_ps(cr, v0);
-            _mm256_storeu_ps(cr + 8, v1);
-        }
+    if (narrow) {  // fold the odd-step accumulators into the even ones; the right half is unused
+        __m256 acc[MR][2] = {{_mm256_add_ps(c00, c01), c01}, {_mm256_add_ps(c10, c11), c11},
+                             {_mm256_add_ps(c20, c21), c21}, {_mm256_add_ps(c30, c31), c31},
+                             {_mm256_add_ps(c40, c41), c41}, {_mm256_add_ps(c50, c51), c51}};
+        store_tile(acc, C, ldc, mr, nr, flags, bias);
         return;
     }
-    alignas(32) float tile[MR * NR];
-    for (int r = 0; r < MR; ++r) {
-        _mm256_store_ps(tile + r * NR, acc[r][0]);
-        _mm256_store_ps(tile + r * NR + 8, acc[r][1]);
+    if (short_) {  // fold the odd-step accumulators (rows 0-2 in c3*..c5*) into the even ones
+        const __m256 z = _mm256_setzero_ps();
+        __m256 acc[MR][2] = {{_mm256_add_ps(c00, c30), _mm256_add_ps(c01, c31)},
+                             {_mm256_add_ps(c10, c40), _mm256_add_ps(c11, c41)},
+                             {_mm256_add_ps(c20, c50), _mm256_add_ps(c21, c51)},
+                             {z, z}, {z, z}, {z, z}};
+        store_tile(acc, C, ldc, mr, nr, flags, bias);
+        return;
     }
-    for (int r = 0; r < mr; ++r) {
-        float* cr = C + r * ldc;
-        for (int c = 0; c < nr; ++c) {
-            float v = tile[r * NR + c];
-            if (flags & kAccumulate) v = cr[c] + v;
-            if (bias) v += bias[c];
-            if ((flags & kRelu) && v < 0.0f) v = 0.0f;
-            cr[c] = v;
-        }
-    }
+    __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    if (mr == MR && nr == NR) store_tile(acc, C, ldc, MR, NR, flags, bias);  // constants: no masks
+    else store_tile(acc, C, ldc, mr, nr, flags, bias);
 }
 
 int64_t next_ge(const float* s, int64_t n, float t) {
@@ -133,12 +229,42 @@ int64_t next_ge(const float* s, int64_t n, float t) {
     return n;
 }
 
+// Adam, 8 floats per step (see ukernel.hpp AdamStep): separate multiply and add (no FMA) and the
+// correctly rounded vsqrtps / vdivps, so the result is bit-identical to the generic loop and to numpy;
+// the tail of n % 8 floats under a mask.
+PIXRANK_NO_FP_CONTRACT void adam(int64_t n, float* __restrict w, const float* __restrict g, float* __restrict m,
+                                 float* __restrict v, const AdamStep& s) {
+    const __m256 b1 = _mm256_set1_ps(s.b1), c1 = _mm256_set1_ps(s.c1), b2 = _mm256_set1_ps(s.b2);
+    const __m256 c2 = _mm256_set1_ps(s.c2), eps = _mm256_set1_ps(s.eps), alpha = _mm256_set1_ps(s.alpha);
+    const __m256 wdf = _mm256_set1_ps(s.wd_factor);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int64_t i = 0; i < n; i += 8) {
+        // The last n % 8 floats under a mask (_mm256_maskload_ps / _mm256_maskstore_ps).
+        const bool whole = n - i >= 8;
+        const __m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(whole ? 8 : n - i)), lane);
+        auto load = [whole, k](const float* p) { return whole ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, k); };
+        auto store = [whole, k](float* p, __m256 x) {
+            if (whole) _mm256_storeu_ps(p, x);
+            else _mm256_maskstore_ps(p, k, x);
+        };
+        __m256 wi = load(w + i);
+        if (s.decay) wi = _mm256_mul_ps(wi, wdf);
+        const __m256 gi = load(g + i);
+        const __m256 mi = _mm256_add_ps(_mm256_mul_ps(load(m + i), b1), _mm256_mul_ps(gi, c1));
+        const __m256 vi = _mm256_add_ps(_mm256_mul_ps(load(v + i), b2), _mm256_mul_ps(_mm256_mul_ps(gi, gi), c2));
+        store(m + i, mi);
+        store(v + i, vi);
+        const __m256 step = _mm256_mul_ps(_mm256_div_ps(mi, _mm256_add_ps(_mm256_sqrt_ps(vi), eps)), alpha);
+        store(w + i, _mm256_sub_ps(wi, step));
+    }
+}
+
 }  // namespace
 
 const UKernel& ukernel() {
     // Blocking for 32-48 KiB L1d / 512 KiB-1 MiB L2 (Zen 3/4/5, Haswell+): A block 144 x 256 floats
     // (144 KiB) stays in L2, a B micro-panel 256 x 16 floats (16 KiB) in L1, the B block in L3.
-    static const UKernel k{"avx2", MR, NR, /*mc=*/144, /*kc=*/256, /*nc=*/4080, &kernel, &next_ge};
+    static const UKernel k{"avx2", MR, NR, /*mc=*/144, /*kc=*/256, /*nc=*/4080, &kernel, &next_ge, &adam};
     return k;
 }
 

@@ -1,7 +1,8 @@
 // pixrank kernels: the AVX-512F SGEMM micro-kernel, a 12 x 32 register tile (24 zmm accumulators,
 // two B loads and twelve A broadcasts per k step): the AVX2 6 x 16 kernel widened to 512-bit vectors
-// and twice the rows. This file alone is compiled with -mavx512f -mavx2 -mfma; it is only called after
-// CPUID reported AVX-512F (runtime.cpp). In a PIXRANK_AVX512_EMULATED test build the same text is
+// and twice the rows. Edge tiles run only the rows (4, 8 or 12) and 16-float halves they need, and
+// store partial vectors under __mmask16 masks (no scalar tail). This file alone is compiled with
+// -mavx512f -mavx2 -mfma; it is only called after CPUID reported AVX-512F (runtime.cpp). In a PIXRANK_AVX512_EMULATED test build the same text is
 // compiled against SIMDe's portable intrinsics instead (simd_avx512.hpp, .ci/avx512-emulated.sh).
 //
 // Shapes: Ap KC x 12 packed, Bp KC x 32 packed, C 12 x 32 tile (row stride ldc); see ukernel.hpp.
@@ -15,6 +16,80 @@ namespace {
 constexpr int MR = 12;
 constexpr int NR = 32;
 
+// The k loop over the rows [0, R) of the register tile (R = 4, 8 or 12: the smallest that covers mr;
+// the rows beyond mr are zero padding of the A panel): full width (two B vectors per k step, 2R
+// accumulators), or, when kNarrow (nr <= 16: the right half of the B panel is zero padding), its left
+// vector only (R FMAs per k step instead of 2R). M = 128 leaves an 8-row edge panel, N = 200 an 8-wide
+// one: these compute 8 rows and 16 columns instead of 12 x 32.
+template <bool kNarrow, int R>
+__attribute__((always_inline)) inline void k_loop(int64_t kc, const float* __restrict a,
+                                                  const float* __restrict b, __m512 (&acc)[MR][2]) {
+    for (int64_t p = 0; p < kc; ++p) {
+        _mm_prefetch(reinterpret_cast<const char*>(a + 192), _MM_HINT_T0);
+        const __m512 b0 = _mm512_load_ps(b);
+        const __m512 b1 = kNarrow ? b0 : _mm512_load_ps(b + 16);
+#pragma GCC unroll 12
+        for (int r = 0; r < R; ++r) {
+            const __m512 av = _mm512_set1_ps(a[r]);
+            acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+            if (!kNarrow) acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+        }
+        a += MR;
+        b += NR;
+    }
+}
+
+template <bool kNarrow>
+inline void k_loop_rows(int64_t kc, const float* a, const float* b, int mr, __m512 (&acc)[MR][2]) {
+    if (mr <= 4) k_loop<kNarrow, 4>(kc, a, b, acc);
+    else if (mr <= 8) k_loop<kNarrow, 8>(kc, a, b, acc);
+    else k_loop<kNarrow, 12>(kc, a, b, acc);
+}
+
+// Stores an mr x nr corner (mr <= 12, nr <= 32) of the accumulators to C with the epilogue
+// (accumulate, bias, ReLU). Vector code throughout: the two 16-float halves are loaded and stored under
+// the masks m0 / m1 of their columns below nr (masked-off lanes are neither read nor written, so
+// nothing beyond C's row or bias[nr - 1] is touched); an empty half is skipped.
+__attribute__((always_inline)) inline void store_tile(__m512 (&acc)[MR][2], float* __restrict C, int64_t ldc,
+                                                      int mr, int nr, int flags, const float* __restrict bias) {
+    const __m512 zero = _mm512_setzero_ps();
+    const __mmask16 m0 = nr >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << nr) - 1u);
+    const __mmask16 m1 = nr >= 32   ? static_cast<__mmask16>(0xFFFF)
+                         : nr > 16 ? static_cast<__mmask16>((1u << (nr - 16)) - 1u)
+                                   : static_cast<__mmask16>(0);
+    auto load = [](const float* p, __mmask16 m) {
+        return m == 0xFFFF ? _mm512_loadu_ps(p) : maskz_loadu_ps(m, p);
+    };
+    auto store = [](float* p, __mmask16 m, __m512 v) {
+        if (m == 0xFFFF) _mm512_storeu_ps(p, v);
+        else mask_storeu_ps(p, m, v);
+    };
+    __m512 bias0 = zero, bias1 = zero;
+    if (bias) {
+        bias0 = load(bias, m0);
+        if (m1) bias1 = load(bias + 16, m1);
+    }
+#pragma GCC unroll 12
+    for (int r = 0; r < mr; ++r) {
+        float* cr = C + r * ldc;
+        __m512 v0 = acc[r][0], v1 = acc[r][1];
+        if (flags & kAccumulate) {
+            v0 = _mm512_add_ps(load(cr, m0), v0);
+            if (m1) v1 = _mm512_add_ps(load(cr + 16, m1), v1);
+        }
+        if (bias) {
+            v0 = _mm512_add_ps(v0, bias0);
+            v1 = _mm512_add_ps(v1, bias1);
+        }
+        if (flags & kRelu) {  // max(0, v) returns v when v is NaN, as np.maximum does
+            v0 = _mm512_max_ps(zero, v0);
+            v1 = _mm512_max_ps(zero, v1);
+        }
+        store(cr, m0, v0);
+        if (m1) store(cr + 16, m1, v1);
+    }
+}
+
 void kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict C,
             int64_t ldc, int mr, int nr, int flags, const float* __restrict bias) {
     __m512 acc[MR][2];
@@ -23,66 +98,10 @@ void kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, 
         acc[r][0] = _mm512_setzero_ps();
         acc[r][1] = _mm512_setzero_ps();
     }
-    const float* a = Ap;
-    const float* b = Bp;
-    for (int64_t p = 0; p < kc; ++p) {
-        _mm_prefetch(reinterpret_cast<const char*>(a + 192), _MM_HINT_T0);
-        const __m512 b0 = _mm512_load_ps(b);
-        const __m512 b1 = _mm512_load_ps(b + 16);
-#pragma GCC unroll 12
-        for (int r = 0; r < MR; ++r) {
-            const __m512 av = _mm512_set1_ps(a[r]);
-            acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
-            acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
-        }
-        a += MR;
-        b += NR;
-    }
-
-    const __m512 zero = _mm512_setzero_ps();
-    if (mr == MR && nr == NR) {
-        __m512 bias0 = zero, bias1 = zero;
-        if (bias) {
-            bias0 = _mm512_loadu_ps(bias);
-            bias1 = _mm512_loadu_ps(bias + 16);
-        }
-#pragma GCC unroll 12
-        for (int r = 0; r < MR; ++r) {
-            float* cr = C + r * ldc;
-            __m512 v0 = acc[r][0], v1 = acc[r][1];
-            if (flags & kAccumulate) {
-                v0 = _mm512_add_ps(_mm512_loadu_ps(cr), v0);
-                v1 = _mm512_add_ps(_mm512_loadu_ps(cr + 16), v1);
-            }
-            if (bias) {
-                v0 = _mm512_add_ps(v0, bias0);
-                v1 = _mm512_add_ps(v1, bias1);
-            }
-            if (flags & kRelu) {  // max(0, v) returns v when v is NaN, as np.maximum does
-                v0 = _mm512_max_ps(zero, v0);
-                v1 = _mm512_max_ps(zero, v1);
-            }
-            _mm512_storeu_ps(cr, v0);
-            _mm512_storeu_ps(cr + 16, v1);
-        }
-        return;
-    }
-    alignas(64) float tile[MR * NR];
-#pragma GCC unroll 12
-    for (int r = 0; r < MR; ++r) {
-        _mm512_store_ps(tile + r * NR, acc[r][0]);
-        _mm512_store_ps(tile + r * NR + 16, acc[r][1]);
-    }
-    for (int r = 0; r < mr; ++r) {
-        float* cr = C + r * ldc;
-        for (int c = 0; c < nr; ++c) {
-            float v = tile[r * NR + c];
-            if (flags & kAccumulate) v = cr[c] + v;
-            if (bias) v += bias[c];
-            if ((flags & kRelu) && v < 0.0f) v = 0.0f;
-            cr[c] = v;
-        }
-    }
+    if (nr <= 16) k_loop_rows<true>(kc, Ap, Bp, mr, acc);
+    else k_loop_rows<false>(kc, Ap, Bp, mr, acc);
+    if (mr == MR && nr == NR) store_tile(acc, C, ldc, MR, NR, flags, bias);  // constants: full masks
+    else store_tile(acc, C, ldc, mr, nr, flags, bias);
 }
 
 int64_t next_ge(const float* s, int64_t n, float t) {
@@ -99,12 +118,40 @@ int64_t next_ge(const float* s, int64_t n, float t) {
     return n;
 }
 
+// Adam, 16 floats per step (see ukernel.hpp AdamStep): separate multiply and add (no FMA) and the
+// correctly rounded vsqrtps / vdivps, so the result is bit-identical to the generic loop and to numpy;
+// the tail of n % 16 floats under a mask.
+PIXRANK_NO_FP_CONTRACT void adam(int64_t n, float* __restrict w, const float* __restrict g, float* __restrict m,
+                                 float* __restrict v, const AdamStep& s) {
+    const __m512 b1 = _mm512_set1_ps(s.b1), c1 = _mm512_set1_ps(s.c1), b2 = _mm512_set1_ps(s.b2);
+    const __m512 c2 = _mm512_set1_ps(s.c2), eps = _mm512_set1_ps(s.eps), alpha = _mm512_set1_ps(s.alpha);
+    const __m512 wdf = _mm512_set1_ps(s.wd_factor);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                        : static_cast<__mmask16>((1u << (n - i)) - 1u);
+        auto load = [k](const float* p) { return k == 0xFFFF ? _mm512_loadu_ps(p) : maskz_loadu_ps(k, p); };
+        auto store = [k](float* p, __m512 x) {
+            if (k == 0xFFFF) _mm512_storeu_ps(p, x);
+            else mask_storeu_ps(p, k, x);
+        };
+        __m512 wi = load(w + i);
+        if (s.decay) wi = _mm512_mul_ps(wi, wdf);
+        const __m512 gi = load(g + i);
+        const __m512 mi = _mm512_add_ps(_mm512_mul_ps(load(m + i), b1), _mm512_mul_ps(gi, c1));
+        const __m512 vi = _mm512_add_ps(_mm512_mul_ps(load(v + i), b2), _mm512_mul_ps(_mm512_mul_ps(gi, gi), c2));
+        store(m + i, mi);
+        store(v + i, vi);
+        const __m512 step = _mm512_mul_ps(_mm512_div_ps(mi, _mm512_add_ps(_mm512_sqrt_ps(vi), eps)), alpha);
+        store(w + i, _mm512_sub_ps(wi, step));
+    }
+}
+
 }  // namespace
 
 const UKernel& ukernel() {
     // Blocking for 48 KiB L1d / 1-2 MiB L2 (Zen 4/5, Skylake-X+): A block 192 x 256 floats (192 KiB)
     // in L2, a B micro-panel 256 x 32 floats (32 KiB) in L1, the B block in L3.
-    static const UKernel k{"avx512", MR, NR, /*mc=*/192, /*kc=*/256, /*nc=*/4096, &kernel, &next_ge};
+    static const UKernel k{"avx512", MR, NR, /*mc=*/192, /*kc=*/256, /*nc=*/4096, &kernel, &next_ge, &adam};
     return k;
 }
 

@@ -3,6 +3,8 @@
 // ISA flags; it is also the fallback on CPUs without AVX2/FMA.
 //
 // Shapes: Ap KC x MR packed, Bp KC x NR packed, C MR x NR tile (row stride ldc); see ukernel.hpp.
+#include <cmath>
+
 #include "ukernel.hpp"
 
 namespace pixrank {
@@ -45,10 +47,31 @@ int64_t next_ge(const float* s, int64_t n, float t) {
     return n;
 }
 
+PIXRANK_NO_FP_CONTRACT void adam(int64_t n, float* __restrict w, const float* __restrict g, float* __restrict m,
+                                 float* __restrict v, const AdamStep& s) {
+    for (int64_t i = 0; i < n; ++i) {  // one operation per statement: nothing to contract
+        float wi = w[i];
+        if (s.decay) wi = wi * s.wd_factor;
+        const float gi = g[i];
+        const float m1 = m[i] * s.b1;
+        const float m2 = gi * s.c1;
+        const float mi = m1 + m2;
+        const float g2 = gi * gi;
+        const float v1 = v[i] * s.b2;
+        const float v2 = g2 * s.c2;
+        const float vi = v1 + v2;
+        m[i] = mi;
+        v[i] = vi;
+        const float den = std::sqrt(vi) + s.eps;
+        const float step = (mi / den) * s.alpha;
+        w[i] = wi - step;
+    }
+}
+
 }  // namespace
 
 const UKernel& ukernel() {
-    static const UKernel k{"generic", MR, NR, /*mc=*/128, /*kc=*/256, /*nc=*/4096, &kernel, &next_ge};
+    static const UKernel k{"generic", MR, NR, /*mc=*/128, /*kc=*/256, /*nc=*/4096, &kernel, &next_ge, &adam};
     return k;
 }
 

@@ -228,6 +228,29 @@ def test_matmul_crosses_every_block_edge_of_the_variant(variant):
         assert_close(got, ref, bound, f"matmul[{variant}] M,N,K={M},{N},{K} trans=({trans_a},{trans_b})")
 
 
+def test_matmul_every_edge_tile_of_the_variant(variant):
+    """Every edge-tile width 1 .. 2*NR+1 and height 1 .. MR of the variant's register tile, each over
+    three K blocks (accumulation) with bias and ReLU in the epilogue: the masked vector stores, the
+    half-width (nr <= NR/2) and reduced-row k loops, and the packing of partial panels."""
+    mr, nr = k.info()["gemm_tile"]
+    _, kc, _ = k.info()["gemm_blocks"]
+    K = 2 * kc + 3
+    rng = np.random.default_rng(mr * 100 + nr)
+    for N in range(1, 2 * nr + 2):
+        M = mr + 1 + (N * 5) % mr  # a full row panel, then an edge panel of height 1 .. mr
+        a = rng.standard_normal((M, K)).astype(np.float32)
+        b = rng.standard_normal((K, N)).astype(np.float32)
+        bias = rng.standard_normal(N).astype(np.float32)
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        ref = np.maximum(a64 @ b64 + bias, 0.0)
+        bound = 2 * (K + 2) * EPS32 * (np.abs(a64) @ np.abs(b64) + np.abs(bias)) + 1e-30
+        trans_a, trans_b = N % 2 == 1, N % 3 == 1
+        a_in = np.ascontiguousarray(a.T) if trans_a else a
+        b_in = np.ascontiguousarray(b.T) if trans_b else b
+        got = k.matmul(a_in, b_in, bias, True, trans_a, trans_b)
+        assert_close(got, ref, bound, f"matmul[{variant}] M,N,K={M},{N},{K} trans=({trans_a},{trans_b})")
+
+
 @pytest.mark.parametrize("user_env,want", [
     ({}, "1000 None"),
     ({"GOMP_SPINCOUNT": "5"}, "5 None"),

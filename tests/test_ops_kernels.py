@@ -266,22 +266,24 @@ def test_kernels_release_the_gil(rng):
 
 
 def adam_ref(p, g, m, v, lr, b1, b2, eps, wd, t):
-    """AdamW (Loshchilov & Hutter 2019) with bias correction (Kingma & Ba 2015), float64,
-    with the decay rates rounded to float32 as the kernel uses them.
+    """Keras' AdamW step in float64: the "efficient version" of Kingma & Ba 2015 (end of
+    sec. 2: epsilon added to sqrt(v), bias correction folded into the step size) after
+    decoupled weight decay (Loshchilov & Hutter 2019), with the coefficients beta and
+    1 - beta rounded to float32 as the kernel (and pixrank.optimizers.Adam) uses them.
 
     Returns the new (param, m, v) and, for tolerances, the magnitudes of the terms each
     is summed from (a float32 sum of cancelling terms errs relative to the terms).
     """
+    alpha = lr * np.sqrt(1 - b2**t) / (1 - b1**t)
+    c1, c2 = float(np.float32(1 - b1)), float(np.float32(1 - b2))
     b1, b2 = float(np.float32(b1)), float(np.float32(b2))
     p, g, m, v = (np.asarray(x, np.float64) for x in (p, g, m, v))
-    m_terms = np.abs(b1 * m) + np.abs((1 - b1) * g)
-    m = b1 * m + (1 - b1) * g
-    v = b2 * v + (1 - b2) * g * g
-    mhat = m / (1 - b1**t)
-    vhat = v / (1 - b2**t)
-    step = lr * mhat / (np.sqrt(vhat) + eps)
+    m_terms = np.abs(b1 * m) + np.abs(c1 * g)
+    m = b1 * m + c1 * g
+    v = b2 * v + c2 * g * g
+    step = alpha * m / (np.sqrt(v) + eps)
     p_terms = np.abs(p) + np.abs(step) * (1 + m_terms / np.maximum(np.abs(m), 1e-30)) + np.abs(lr * wd * p)
-    return p - step - lr * wd * p, m, v, m_terms, p_terms
+    return p * (1 - lr * wd) - step, m, v, m_terms, p_terms
 
 
 @pytest.mark.parametrize("shape", [(1,), (7,), (67, 131), (3, 5, 7)], ids=str)
