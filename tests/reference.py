@@ -403,3 +403,51 @@ def assert_topk_correct(idx, scores, queries, database, k):
     np.put_along_axis(mask, idx, False, axis=1)
     worst_kept = got.min(axis=1, keepdims=True)
     assert (np.where(mask, s, -np.inf) <= worst_kept + 2 * tol).all(), "a better row was left out"
+
+
+# --------------------------------------------------------------------------------------
+# optimisation
+# --------------------------------------------------------------------------------------
+
+
+def adam_ref64(w, grads, lr, beta_1, beta_2, epsilon, weight_decay=0.0):
+    """Keras' Adam(W) in float64 over the gradients ``grads`` (steps 1, 2, ...), from ``w``.
+
+    ``w *= 1 - lr*wd``; ``m = b1 m + (1-b1) g``; ``v = b2 v + (1-b2) g^2``;
+    ``w -= lr sqrt(1-b2^t)/(1-b1^t) m / (sqrt(v) + eps)`` (Kingma & Ba 2015, end of sec. 2).
+    Returns ``(w, m, v)``.
+    """
+    import math
+
+    w = np.asarray(w, np.float64).copy()
+    m = np.zeros_like(w)
+    v = np.zeros_like(w)
+    for t, g in enumerate(grads, 1):
+        g = np.asarray(g, np.float64)
+        w *= 1.0 - lr * weight_decay
+        m = beta_1 * m + (1 - beta_1) * g
+        v = beta_2 * v + (1 - beta_2) * g * g
+        w -= lr * math.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t) * m / (np.sqrt(v) + epsilon)
+    return w, m, v
+
+
+def adam_step_f32(w, g, m, v, lr, beta_1, beta_2, epsilon, weight_decay, t):
+    """One Adam(W) step in place on float32 ``w, m, v``, one numpy float32 operation at a time
+    in the documented order (the arithmetic ``ops.adam_update`` must reproduce bit for bit)."""
+    import math
+
+    f = np.float32
+    if weight_decay:
+        w *= f(1.0 - lr * weight_decay)
+    alpha = f(lr * math.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t))
+    m *= f(beta_1)
+    m += g * f(1 - beta_1)
+    v *= f(beta_2)
+    g2 = g * g
+    g2 *= f(1 - beta_2)
+    v += g2
+    den = np.sqrt(v)
+    den += f(epsilon)
+    step = m / den
+    step *= alpha
+    w -= step

@@ -49,6 +49,96 @@ def test_adamw_decoupled_decay(problem):
     np.testing.assert_allclose(run(optimizers.AdamW(lr, weight_decay=wd), w0, grads), w, rtol=1e-5, atol=1e-6)
 
 
+class _NumpyAdam(optimizers.Adam):
+    """Adam forced onto the numpy path (an overridden ``_update`` never takes the fused kernel)."""
+
+    def _update(self, w, g, state, lr):
+        return super()._update(w, g, state, lr)
+
+
+class _NumpyAdamW(optimizers.AdamW):
+    def _update(self, w, g, state, lr):
+        return super()._update(w, g, state, lr)
+
+
+@pytest.mark.parametrize("make,make_numpy", [
+    (lambda: optimizers.Adam(1e-2), lambda: _NumpyAdam(1e-2)),
+    (lambda: optimizers.AdamW(1e-2, weight_decay=0.1), lambda: _NumpyAdamW(1e-2, weight_decay=0.1)),
+    (lambda: optimizers.Adam(schedules.ExponentialDecay(1e-2, 2, 0.5), beta_1=0.8, epsilon=1e-3),
+     lambda: _NumpyAdam(schedules.ExponentialDecay(1e-2, 2, 0.5), beta_1=0.8, epsilon=1e-3)),
+])
+def test_fused_adam_is_the_numpy_update_bit_for_bit(rng, monkeypatch, make, make_numpy):
+    """float32 parameters go through ops.adam_update (weight decay included, applied once), and
+    give exactly what the numpy path gives; both follow the float64 Keras formula."""
+    from pixrank import ops
+    calls = []
+    real = ops.adam_update
+    monkeypatch.setattr(ops, "adam_update", lambda *a, **kw: (calls.append(kw["step"]), real(*a, **kw))[1])
+    shapes = [(7,), (30, 9), (100003,)]
+    w0s = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[(rng.standard_normal(s) * 10.0 ** rng.uniform(-5, 1, s)).astype(np.float32) for s in shapes]
+             for _ in range(5)]
+    results = []
+    for factory in (make, make_numpy):
+        opt = factory()
+        params = [ag.Parameter(w.copy()) for w in w0s]
+        for gs in grads:
+            opt.apply_gradients(zip(gs, params))
+        results.append([p.data for p in params])
+    assert calls == [t for t in range(1, 6) for _ in shapes]  # fused for the first optimizer only
+    for fused, numpy_path in zip(*results):
+        np.testing.assert_array_equal(fused, numpy_path)
+    opt = make()
+    lrs = [opt.learning_rate(t) if callable(opt.learning_rate) else opt.learning_rate for t in range(5)]
+    for i, w0 in enumerate(w0s[:2]):  # the float64 formula, with the same per-step learning rates
+        w = w0.astype(np.float64)
+        m = v = 0.0
+        wd = opt.weight_decay or 0.0
+        for t, gs in enumerate(grads, 1):
+            lr, g = lrs[t - 1], gs[i].astype(np.float64)
+            w = w * (1 - lr * wd)
+            m = opt.beta_1 * m + (1 - opt.beta_1) * g
+            v = opt.beta_2 * v + (1 - opt.beta_2) * g * g
+            w = w - lr * math.sqrt(1 - opt.beta_2 ** t) / (1 - opt.beta_1 ** t) * m / (np.sqrt(v) + opt.epsilon)
+        np.testing.assert_allclose(results[0][i], w, rtol=1e-5, atol=1e-6)
+
+
+def test_amsgrad_takes_the_numpy_path(rng, monkeypatch):
+    from pixrank import ops
+    monkeypatch.setattr(ops, "adam_update", lambda *a, **kw: pytest.fail("fused kernel used"))
+    w0 = rng.standard_normal((4, 3)).astype(np.float32)
+    grads = [rng.standard_normal((4, 3)).astype(np.float32) for _ in range(4)]
+    w, m, v, vmax = w0.astype(np.float64), 0, 0, 0
+    for t, g in enumerate(grads, 1):
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        vmax = np.maximum(vmax, v)
+        w = w - 1e-3 * math.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t) * m / (np.sqrt(vmax) + 1e-7)
+    np.testing.assert_allclose(run(optimizers.Adam(amsgrad=True), w0, grads), w, rtol=1e-5, atol=1e-7)
+
+
+def test_fused_adam_trains_an_mlp_like_the_numpy_path(monkeypatch):
+    """Keras' MLP trained for a few steps with Adam: the fused kernel and the numpy path end with
+    identical weights and losses (same initialisation, same batches)."""
+    import pixrank as keras
+    from pixrank import layers, utils
+
+    rng = np.random.default_rng(5)
+    x = rng.random((96, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 96)
+    runs = []
+    for opt in (optimizers.AdamW(3e-3, weight_decay=0.01), _NumpyAdamW(3e-3, weight_decay=0.01)):
+        utils.set_random_seed(0)
+        model = keras.Sequential([layers.Flatten(input_shape=(28, 28, 1)), layers.Dense(20, activation="relu"),
+                                  layers.Dense(10, activation="softmax")])
+        model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+        losses = [float(model.train_on_batch(x[i:i + 32], y[i:i + 32])) for i in range(0, 96, 32)]
+        runs.append((losses, model.get_weights()))
+    assert runs[0][0] == runs[1][0]
+    for a, b in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.9, True)])
 def test_sgd_matches_formula(problem, momentum, nesterov):
     w0, grads = problem

@@ -89,7 +89,9 @@ def adam_update(
     weight_decay: float,
     t: int,
 ) -> None:
-    """One Adam step in place on param, m, v (same shape); decoupled weight decay (AdamW); t >= 1."""
+    """One Adam(W) step in place on param, m, v (same shape, float32), Keras' formula (eps added to
+    sqrt(v); alpha = lr*sqrt(1-beta2^t)/(1-beta1^t)); decoupled weight decay first (param *= 1 - lr*wd);
+    t >= 1. Bit-identical to the float32 numpy computation on every SIMD path (see ops.adam_update)."""
 
 def set_num_threads(n: int) -> None:
     """Threads used by every kernel (1 <= n <= 1024; default: the CPUs this process may use)."""

@@ -37,6 +37,7 @@ Padding (``im2col``, ``col2im``, ``conv2d``, ``conv2d_backward``)
 """
 from __future__ import annotations
 
+import math as _math
 import os as _os
 
 import numpy as np
@@ -74,6 +75,7 @@ __all__ = [
     "max_pool2d",
     "max_pool2d_backward",
     "cosine_topk",
+    "adam_update",
     "set_num_threads",
     "get_num_threads",
     "info",
@@ -1061,6 +1063,141 @@ def cosine_topk(queries, database, k):
         )
     # min(k, n) columns either way; clamping keeps a huge k inside the kernel's int64
     return _K.cosine_topk(_f32(queries), _f32(database), min(k, max(database.shape[0], 1)))
+
+
+# --------------------------------------------------------------------------------------
+# optimisation
+# --------------------------------------------------------------------------------------
+
+
+def _real(fn: str, name: str, v, low: float, high: float | None = None,
+          low_open: bool = False) -> float:
+    """A finite real number (int, float or numpy scalar; not bool) in the given range."""
+    if type(v) is not float:  # fast path for plain floats; bool is refused below
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{fn}: {name} must be a real number, got {type(v).__name__} {v!r}")
+        v = float(v)
+    if not _math.isfinite(v):
+        raise ValueError(f"{fn}: {name} must be finite, got {v}")
+    if v < low or (low_open and v == low) or (high is not None and v >= high):
+        want = (f"in [{low:g}, {high:g})" if high is not None
+                else f"{'>' if low_open else '>='} {low:g}")
+        raise ValueError(f"{fn}: {name} must be {want}, got {v}")
+    return v
+
+
+def _state_array(fn: str, name: str, x) -> np.ndarray:
+    """An array the kernel updates in place: float32, C-contiguous, aligned and writeable."""
+    if type(x) is not np.ndarray and not isinstance(x, np.ndarray):
+        raise TypeError(
+            f"{fn}: {name} must be a numpy.ndarray of dtype float32 (it is updated in place), "
+            f"got {type(x).__name__}"
+        )
+    if x.dtype != _F32:
+        raise TypeError(
+            f"{fn}: {name} must have dtype float32 (it is updated in place, so it cannot be "
+            f"converted), got dtype {x.dtype}"
+        )
+    flags = x.flags
+    if not (flags.c_contiguous and flags.aligned):
+        raise ValueError(
+            f"{fn}: {name} must be C-contiguous and aligned (it is updated in place); "
+            f"use np.ascontiguousarray and keep the copy"
+        )
+    if not flags.writeable:
+        raise ValueError(f"{fn}: {name} must be writeable (it is updated in place)")
+    return x
+
+
+def adam_update(param, grad, m, v, *, lr, beta_1, beta_2, epsilon, weight_decay=0.0, step):
+    """One Adam (or AdamW) step, in place: Keras' update rule in one pass over memory.
+
+    With ``t = step`` and every operation rounded to float32 separately::
+
+        alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)      # in float64, then float32
+        param *= 1 - lr * weight_decay                           # only if weight_decay != 0
+        m = beta_1 * m + (1 - beta_1) * grad
+        v = beta_2 * v + (1 - beta_2) * grad**2
+        param -= alpha * m / (sqrt(v) + epsilon)
+
+    This is the "efficient version" of Adam at the end of section 2 of Kingma & Ba, which
+    Keras (``keras.optimizers.Adam``) implements: ``epsilon`` is added to ``sqrt(v)``,
+    not to the bias-corrected ``sqrt(v_hat)`` as in PyTorch, so the two differ while
+    ``v`` is small. The weight decay is decoupled (AdamW, applied to ``param`` before the
+    Adam step, as Keras does). The result is bit-for-bit the float32 numpy computation of
+    the same formula in this order (:class:`pixrank.optimizers.Adam`), on every SIMD path
+    and thread count. ``step`` counts from 1 (the first update); the caller keeps it.
+
+    Args:
+        param: the parameters, updated in place.
+        grad: the gradient of the loss with respect to ``param`` (read only; converted to
+            float32 like the other ops' inputs).
+        m: the first-moment estimate, updated in place (zeros before the first step).
+        v: the second-moment estimate, updated in place (zeros before the first step).
+        lr: learning rate, finite, ``>= 0`` (a schedule may reach 0).
+        beta_1: first-moment decay, in ``[0, 1)`` (Keras: 0.9).
+        beta_2: second-moment decay, in ``[0, 1)`` (Keras: 0.999).
+        epsilon: finite, ``> 0`` (Keras: 1e-7).
+        weight_decay: decoupled decay rate, finite, ``>= 0`` (AdamW; Keras: 0.004).
+        step: the step number ``t``, an int ``>= 1``.
+
+    Shape:
+        ``param``, ``grad``, ``m`` and ``v`` share one shape, any rank (size 0 is a no-op).
+        ``param``, ``m`` and ``v`` must be float32, C-contiguous, aligned, writeable and
+        non-overlapping numpy arrays (they are written in place, so they are never
+        converted or copied).
+
+    Returns:
+        None; ``param``, ``m`` and ``v`` hold the new values.
+
+    Raises:
+        TypeError: ``param``/``m``/``v`` not a float32 ndarray; ``grad`` not numeric;
+            a hyper-parameter not a real number, ``step`` not an int.
+        ValueError: shapes differ; ``param``/``m``/``v`` non-contiguous, read-only or
+            sharing memory with each other or with ``grad``; a hyper-parameter out of
+            range or not finite; ``step < 1``.
+
+    Example:
+        >>> import numpy as np
+        >>> from pixrank import ops
+        >>> w = np.ones(3, np.float32); m = np.zeros(3, np.float32); v = np.zeros(3, np.float32)
+        >>> ops.adam_update(w, np.array([1, -1, 0], np.float32), m, v, lr=0.1,
+        ...                 beta_1=0.9, beta_2=0.999, epsilon=1e-7, step=1)
+        >>> w.round(4)
+        array([0.9, 1.1, 1. ], dtype=float32)
+
+    Reference:
+        D. P. Kingma and J. Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015,
+        sec. 2 (the efficient version) and Algorithm 1; I. Loshchilov and F. Hutter,
+        "Decoupled Weight Decay Regularization", ICLR 2019 (AdamW); Keras 3
+        ``keras/src/optimizers/adam.py``.
+    """
+    fn = "adam_update"
+    param = _state_array(fn, "param", param)
+    m = _state_array(fn, "m", m)
+    v = _state_array(fn, "v", v)
+    grad = _as_array(fn, "grad", grad)
+    shape = param.shape
+    for name, x in (("grad", grad), ("m", m), ("v", v)):
+        if x.shape != shape:
+            raise ValueError(
+                f"{fn}: {name} must have the shape of param {shape}, got shape {x.shape}"
+            )
+    lr = _real(fn, "lr", lr, 0.0)
+    beta_1 = _real(fn, "beta_1", beta_1, 0.0, 1.0)
+    beta_2 = _real(fn, "beta_2", beta_2, 0.0, 1.0)
+    epsilon = _real(fn, "epsilon", epsilon, 0.0, low_open=True)
+    weight_decay = _real(fn, "weight_decay", weight_decay, 0.0)
+    step = _int(fn, "step", step, 1, maximum=(1 << 63) - 1)
+    if not (grad.dtype == _F32 and grad.flags.c_contiguous and grad.flags.aligned):
+        grad = _f32(grad).reshape(shape)  # (np.ascontiguousarray makes a 0-d array 1-d)
+    if param.size == 0:
+        return None
+    # The kernel re-checks shapes and writeability, and refuses any two of param, m, v and grad
+    # that share memory (ValueError "adam_update: param and m must not share memory"): that
+    # check is a pointer comparison there, and cost more than the update of a small tensor here.
+    _K.adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, weight_decay, step)
+    return None
 
 
 # --------------------------------------------------------------------------------------

@@ -11,9 +11,10 @@
 ``global_clipnorm``.
 
 Updates are in place on ``Parameter.data`` with a few vectorised numpy calls per parameter
-(``out=`` buffers kept per parameter, no allocation per step). Adam uses the compiled
-``ops.adam_update`` (one pass over memory) when the kernels provide it and it reproduces
-the numpy update on a check problem at first use.
+(``out=`` buffers kept per parameter, no allocation per step). Adam and AdamW update
+float32 contiguous parameters with the compiled :func:`pixrank.ops.adam_update` (one pass
+over memory, weight decay included), which computes the numpy path's float32 arithmetic
+operation by operation (same bits); AMSGrad and other dtypes take the numpy path.
 
 Using an optimizer outside ``fit`` (a custom loss, e.g. a contrastive one)::
 
@@ -117,7 +118,7 @@ class Optimizer:
             st = self._state.get(id(p))
             if st is None or st[0] is not p:
                 st = self._state[id(p)] = (p, self._init_state(p.data))
-            if wd is not None:
+            if wd is not None and not self._fuses_weight_decay(p.data, g, st[1]):
                 p.data *= _F32(1.0 - lr * wd)
             self._update(p.data, g, st[1], lr)
 
@@ -164,6 +165,10 @@ class Optimizer:
 
     def _init_state(self, w: np.ndarray):
         return ()
+
+    def _fuses_weight_decay(self, w, g, state) -> bool:
+        """True when ``_update`` applies the decoupled weight decay itself (a fused kernel)."""
+        return False
 
     def _update(self, w, g, state, lr):
         raise NotImplementedError
@@ -241,13 +246,25 @@ class Adam(Optimizer):
         self._b1, self._b2 = _F32(self.beta_1), _F32(self.beta_2)
         self._c1, self._c2 = _F32(1 - self.beta_1), _F32(1 - self.beta_2)
         self._eps = _F32(self.epsilon)
-        self._fused = _fused_adam() if type(self)._update is Adam._update else None
+
+    def _fused(self, w, g, state) -> bool:
+        """Whether this update runs in the compiled ``ops.adam_update`` (one pass over memory,
+        weight decay included): float32 C-contiguous parameter and gradient, no AMSGrad, and
+        ``_update`` not overridden by a subclass. It computes the numpy path's float32
+        arithmetic below operation by operation, so both give the same bits."""
+        return (state[3] is None and type(self)._update is Adam._update
+                and w.dtype == _F32 and g.dtype == _F32
+                and w.flags.c_contiguous and g.flags.c_contiguous and w.flags.writeable)
+
+    def _fuses_weight_decay(self, w, g, state) -> bool:
+        return self._fused(w, g, state)
 
     def _update(self, w, g, state, lr):
         m, v, tmp, vmax = state
-        fused = self._fused
-        if fused is not None and vmax is None and g.dtype == _F32 and g.flags.c_contiguous:
-            fused(w, g, m, v, lr, self.beta_1, self.beta_2, self.epsilon, 0.0, self.iterations)
+        if self._fused(w, g, state):
+            _ops().adam_update(w, g, m, v, lr=lr, beta_1=self.beta_1, beta_2=self.beta_2,
+                               epsilon=self.epsilon, weight_decay=self.weight_decay or 0.0,
+                               step=self.iterations)
             return
         m *= self._b1
         np.multiply(g, self._c1, out=tmp)
@@ -271,38 +288,10 @@ class Adam(Optimizer):
                 "epsilon": self.epsilon, "amsgrad": self.amsgrad}
 
 
-def _fused_adam():
-    """``ops.adam_update`` if the compiled module provides it AND it reproduces the numpy
-    update below on a test problem (checked once); else None (numpy path)."""
-    global _FUSED_ADAM
-    if _FUSED_ADAM is not False:
-        return _FUSED_ADAM
-    _FUSED_ADAM = None
-    try:
-        from .. import ops
-        fn = getattr(ops, "adam_update", None)
-        if fn is None:
-            return None
-        rng = np.random.default_rng(0)
-        w = rng.standard_normal(37).astype(_F32)
-        g = rng.standard_normal(37).astype(_F32)
-        ref = Adam(0.01)
-        st = ref._init_state(w)
-        wr = w.copy()
-        ws, ms, vs = w.copy(), np.zeros_like(w), np.zeros_like(w)
-        for t in (1, 2, 3):
-            ref.iterations = t
-            ref._prepare_step(0.01)
-            ref._update(wr, g, st, 0.01)
-            fn(ws, g, ms, vs, 0.01, 0.9, 0.999, 1e-7, 0.0, t)
-        if np.allclose(ws, wr, rtol=1e-5, atol=1e-7) and np.allclose(ms, st[0], rtol=1e-5, atol=1e-8):
-            _FUSED_ADAM = fn
-    except Exception:  # noqa: BLE001 - any mismatch or failure: keep the numpy path
-        _FUSED_ADAM = None
-    return _FUSED_ADAM
-
-
-_FUSED_ADAM = False
+def _ops():
+    """pixrank.ops, imported at the first fused Adam step (not at import of this module)."""
+    from .. import ops
+    return ops
 
 
 class AdamW(Adam):
