@@ -141,3 +141,18 @@ def test_index_lists_an_unreadable_file_once_without_a_python_warning(engine_dir
     cap = capsys.readouterr()
     assert "1 added" in cap.out and "1 unreadable" in cap.out
     assert len([line for line in (cap.out + cap.err).splitlines() if "broken.png" in line]) == 1
+
+
+def test_evaluation_table_columns_line_up():
+    """Every metric column of format_report sits under its header, whatever the row names' length."""
+    from pixrank.search.evaluation import format_report
+    metrics = {f"{m}@{k}": 0.5 for m in ("recall", "precision", "mAP") for k in (1, 10, 100)}
+    rep = {"items": 1000, "ef": 64, "ks": [1, 10, 100], "hnsw_recall@10": 1.0,
+           "text": {"class": dict(metrics, queries=20), "class+tone": dict(metrics, queries=22)},
+           "image": dict(metrics, queries=1000)}
+    lines = format_report(rep).splitlines()
+    head = lines[1]
+    ends = [head.index(name) + len(name) for name in head.split()]
+    for line in lines[2:5]:
+        assert [line.rindex(" ", 0, e) for e in ends] == [e - len("0.5000") - 1 for e in ends], line
+        assert line.count("0.5000") == 9

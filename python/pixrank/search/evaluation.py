@@ -159,15 +159,14 @@ def evaluate_engine(engine, queries=None, ks=(1, 10, 100), latency_repeats: int 
 def format_report(rep: dict) -> str:
     """A plain-text table of :func:`evaluate_engine`'s result."""
     ks = rep.get("ks", list(DEFAULT_KS))
-    head = f"{'':28s}" + "".join(f"{m + '@' + str(k):>14s}" for m in ("recall", "precision", "mAP") for k in ks)
+    rows = [(f"text->image ({kind}, {d['queries']} q)", d) for kind, d in rep["text"].items()]
+    rows.append((f"image->image ({rep['image']['queries']} q)", rep["image"]))
+    width = max(28, *(len(name) + 1 for name, _ in rows))  # the row names line up with the header
+    head = " " * width + "".join(f"{m + '@' + str(k):>14s}" for m in ("recall", "precision", "mAP") for k in ks)
     lines = [f"evaluation on {rep['items']} indexed items (query ef = {rep['ef']})", head]
-
-    def row(name, d):
-        return f"{name:28s}" + "".join(f"{d[m + '@' + str(k)]:14.4f}" for m in ("recall", "precision", "mAP") for k in ks)
-
-    for kind, d in rep["text"].items():
-        lines.append(row(f"text->image ({kind}, {d['queries']} q)", d))
-    lines.append(row(f"image->image ({rep['image']['queries']} q)", rep["image"]))
+    for name, d in rows:
+        lines.append(f"{name:{width}s}" + "".join(f"{d[m + '@' + str(k)]:14.4f}"
+                                                   for m in ("recall", "precision", "mAP") for k in ks))
     lines.append(f"HNSW recall@10 vs exact: {rep['hnsw_recall@10']:.4f}")
     if "latency_ms" in rep:
         lt = rep["latency_ms"]
