@@ -283,6 +283,30 @@ def test_load_rejects_missing_corrupt_and_mismatched_parts(engine, tmp_path):
     assert (tmp_path / "precious" / "thesis.txt").read_text() == "keep me"
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.update(ef="abc"), r"records ef = 'abc'"),
+    (lambda c: c.update(ef=0), r"records ef = 0"),
+    (lambda c: c.update(index=None), r"a field of the wrong kind"),
+    (lambda c: c.update(embed_dim="64"), r"the field 'embed_dim' must be an int"),
+    (lambda c: c["index"].update(count=[1]), r"the field 'index.count' must be an int"),
+    (lambda c: c.update(info=[1]), r"the field 'info' must be an object"),
+    (lambda c: c["index"].update(folder="../../elsewhere"), r"not inside the engine folder"),
+    (lambda c: c["index"].update(folder="/etc"), r"not inside the engine folder"),
+    (lambda c: c["catalog"].update(file=5), r"names an engine part 5"),
+])
+def test_load_names_the_bad_field_of_engine_json(engine, tmp_path, edit, message):
+    """A hand-edited or damaged engine.json gives a ValueError naming engine.json and the field,
+    not a bare 'NoneType is not subscriptable' or 'invalid literal for int()', and never reads
+    parts outside the engine folder."""
+    folder = tmp_path / "eng"
+    engine.save(folder)
+    cfg = json.loads((folder / "engine.json").read_text())
+    edit(cfg)
+    (folder / "engine.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=message) as info:
+        Engine.load(folder)
+    assert "engine.json" in str(info.value)
+
 def test_engine_construction_errors():
     de = trained_encoder()
     with pytest.raises(ValueError, match="dimensions"):

@@ -117,6 +117,28 @@ def _sha256_bytes(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
 
+def _cfg_int(value, field: str, cpath: str) -> int:
+    """An integer field of ``engine.json``; ValueError naming the file and field otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{cpath!r}: the field {field!r} must be an int, got {value!r} (corrupt?)")
+    return value
+
+
+def _part_path(folder: str, name, cpath: str) -> str:
+    """The path of an engine part named in ``engine.json``: a relative name inside ``folder``.
+
+    Raises:
+        ValueError: ``name`` is not a string, is absolute or leads outside the engine folder.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{cpath!r} names an engine part {name!r}; expected a file or folder name")
+    path = os.path.normpath(os.path.join(folder, name))
+    if os.path.isabs(name) or os.path.commonpath([folder, path]) != folder or path == folder:
+        raise ValueError(f"{cpath!r} names the part {name!r}, which is not inside the engine folder "
+                         f"(corrupt or tampered with)")
+    return path
+
+
 class Engine:
     """Text and image search over a collection of images.
 
@@ -698,11 +720,11 @@ class Engine:
             raise ValueError(f"{cpath!r} has engine format version {cfg.get('version')!r}; this pixrank "
                              f"reads version {ENGINE_VERSION}")
         try:
-            dim = int(cfg["embed_dim"])
+            dim = _cfg_int(cfg["embed_dim"], "embed_dim", cpath)
             parts = {}
             for key, loader in (("image_encoder", ImageEncoder.load), ("text_encoder", TextEncoder.load)):
                 rec = cfg[key]
-                sub = os.path.join(folder, rec["folder"])
+                sub = _part_path(folder, rec["folder"], cpath)
                 meta_path = os.path.join(sub, "encoder.json")
                 if "meta_sha256" in rec and os.path.isfile(meta_path) and \
                         _sha256_file(meta_path) != rec["meta_sha256"]:
@@ -726,7 +748,7 @@ class Engine:
                                      f"engine.json records {dim}")
                 parts[key] = enc
             irec = cfg["index"]
-            ipath = os.path.join(folder, irec["folder"])
+            ipath = _part_path(folder, irec["folder"], cpath)
             hpath = os.path.join(ipath, "index.json")
             if not os.path.isfile(hpath):
                 raise FileNotFoundError(f"engine {folder!r}: the index ({hpath!r}) is missing")
@@ -742,12 +764,12 @@ class Engine:
             if index.dim != dim:
                 raise ValueError(f"engine {folder!r}: the index holds {index.dim}-dimensional vectors but the "
                                  f"models produce {dim} (an index built by another model)")
-            if len(index) != int(irec["count"]):
+            if len(index) != _cfg_int(irec["count"], "index.count", cpath):
                 raise ValueError(f"engine {folder!r}: the index holds {len(index)} items, engine.json records {irec['count']}")
             crec = cfg["catalog"]
-            cat_path = os.path.join(folder, crec["file"])
+            cat_path = _part_path(folder, crec["file"], cpath)
             catalog = Catalog.open_copy(cat_path)
-            if catalog.schema_version != int(crec["schema_version"]):
+            if catalog.schema_version != _cfg_int(crec["schema_version"], "catalog.schema_version", cpath):
                 catalog.close()
                 raise ValueError(f"engine {folder!r}: the catalog has schema version {catalog.schema_version}, "
                                  f"engine.json records {crec['schema_version']}")
@@ -755,10 +777,22 @@ class Engine:
                 n = len(catalog)
                 catalog.close()
                 raise ValueError(f"engine {folder!r}: the catalog lists {n} items but the index holds {len(index)}")
+            if ef is None:
+                ef = cfg.get("ef", _DEFAULT_EF)
+                if isinstance(ef, bool) or not isinstance(ef, int) or ef < 1:
+                    catalog.close()
+                    raise ValueError(f"{cpath!r} records ef = {ef!r}; it must be an int >= 1 (corrupt?)")
+            info = cfg.get("info") or {}
+            if not isinstance(info, dict):
+                catalog.close()
+                raise ValueError(f"{cpath!r}: the field 'info' must be an object, got {type(info).__name__}")
         except KeyError as exc:
             raise ValueError(f"{cpath!r} lacks the field {exc.args[0]!r} (corrupt or from another version)") from None
-        return cls(parts["image_encoder"], parts["text_encoder"], index, catalog,
-                   ef=int(cfg.get("ef", _DEFAULT_EF)) if ef is None else ef, info=cfg.get("info") or {})
+        except (TypeError, AttributeError) as exc:
+            # a field holding the wrong kind of value (e.g. "index": null, "count": [1])
+            raise ValueError(f"{cpath!r} has a field of the wrong kind ({exc}); corrupt or from another "
+                             f"version") from None
+        return cls(parts["image_encoder"], parts["text_encoder"], index, catalog, ef=ef, info=info)
 
     def close(self) -> None:
         """Close the catalog's database connection."""
