@@ -105,3 +105,17 @@ def test_load_eval_queries_rejects_files_that_are_not_query_objects(tmp_path):
     (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ValueError, match="not a JSON query file"):
         C.load_eval_queries(tmp_path / "bin.json")
+
+
+def test_load_eval_queries_names_the_file_and_rejects_non_text_queries(tmp_path):
+    # a missing file used to surface as a bare "[Errno 2] ..." from `pixrank evaluate-search`,
+    # a folder as "[Errno 21] Is a directory", and a null query was evaluated as the text 'None'
+    with pytest.raises(FileNotFoundError, match="query file .*missing.json' does not exist"):
+        C.load_eval_queries(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match="is a folder"):
+        C.load_eval_queries(tmp_path)
+    for body in ('null', '""', '"   "', '5', '["boots"]'):
+        p = tmp_path / "q.json"
+        p.write_text('{"queries": [{"query": %s, "kind": "class", "class": "Ankle boot"}]}' % body)
+        with pytest.raises(ValueError, match=r"query #0 must have a non-empty string \"query\""):
+            C.load_eval_queries(p)

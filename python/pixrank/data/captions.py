@@ -243,6 +243,10 @@ def load_eval_queries(path: str | os.PathLike | None = None) -> list[dict]:
         FileNotFoundError / ValueError: the file is missing or malformed.
     """
     path = os.fspath(path) if path is not None else _default_eval_path()
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"load_eval_queries: the query file {path!r} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"load_eval_queries: {path!r} is a folder; expected a JSON query file")
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
@@ -258,9 +262,12 @@ def load_eval_queries(path: str | os.PathLike | None = None) -> list[dict]:
             kind = q["kind"]
             label = CLASS_NAMES.index(q["class"])
             tone = TONES.index(q["tone"]) if kind == "class+tone" else None
-            text = str(q["query"])
+            text = q["query"]
         except (KeyError, ValueError) as exc:
             raise ValueError(f"load_eval_queries: {path}: query #{i} is malformed ({exc})") from None
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"load_eval_queries: {path}: query #{i} must have a non-empty string \"query\", "
+                             f"got {text!r}")
         if kind not in ("class", "class+tone"):
             raise ValueError(f"load_eval_queries: {path}: query #{i} has unknown kind {kind!r}")
         out.append({"query": text, "kind": kind, "label": label, "tone": tone,
