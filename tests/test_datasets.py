@@ -67,6 +67,41 @@ def test_missing_and_bad_files(tmp_path):
         fashion_mnist.load_data(tmp_path / "e")
 
 
+def test_files_of_another_type_range_or_size_are_refused(tmp_path):
+    # each of these used to load silently: signed-byte pixels (negative values), a label
+    # outside 0..9, and train/test images of different sizes
+    make_folder(tmp_path / "signed")
+    write_idx(tmp_path / "signed" / "train-images-idx3-ubyte.gz",
+              np.random.default_rng(1).integers(-128, 128, (20, 28, 28)).astype(np.int8))
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz': expected unsigned bytes .*int8"):
+        fashion_mnist.load_data(tmp_path / "signed")
+    make_folder(tmp_path / "labels")
+    y = np.zeros(10, np.uint8)
+    y[4] = 200
+    write_idx(tmp_path / "labels" / "t10k-labels-idx1-ubyte.gz", y)
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.gz': labels must lie in 0..9, got 200 at index 4"):
+        fashion_mnist.load_data(tmp_path / "labels")
+    with pytest.raises(ValueError, match="labels must lie in 0..9"):
+        mnist.load_data(tmp_path / "labels")
+    make_folder(tmp_path / "sizes")
+    write_idx(tmp_path / "sizes" / "t10k-images-idx3-ubyte.gz", np.zeros((10, 32, 32), np.uint8))
+    with pytest.raises(ValueError, match="train images are 28x28 but test images 32x32"):
+        fashion_mnist.load_data(tmp_path / "sizes")
+
+
+def test_a_bad_pixrank_data_variable_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIXRANK_DATA", str(tmp_path / "gone"))
+    for load in (fashion_mnist.load_data, mnist.load_data):
+        with pytest.raises(FileNotFoundError, match=r"\$PIXRANK_DATA names the data folder .*gone', which does not exist"):
+            load()
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("PIXRANK_DATA", str(tmp_path / "afile"))
+    with pytest.raises(FileNotFoundError, match="which is not a folder"):
+        fashion_mnist.load_data()
+    # an explicit path still wins over a bad variable
+    (xtr, _), _ = make_folder(tmp_path / "ok")
+    assert np.array_equal(fashion_mnist.load_data(tmp_path / "ok")[0][0], xtr)
+
 def test_mnist_needs_local_files(tmp_path, monkeypatch):
     monkeypatch.delenv("PIXRANK_DATA", raising=False)
     monkeypatch.setattr(mnist, "DEFAULT_DIRS", (str(tmp_path / "none"),))

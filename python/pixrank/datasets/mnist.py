@@ -29,6 +29,10 @@ def load_data(path: str | os.PathLike | None = None):
         return load_idx_folder(path)
     env = os.environ.get("PIXRANK_DATA")
     if env:
+        if not os.path.isdir(env):
+            what = "is not a folder" if os.path.exists(env) else "does not exist"
+            raise FileNotFoundError(f"$PIXRANK_DATA names the data folder {env!r}, which {what}; fix or unset "
+                                    f"PIXRANK_DATA, or pass the folder explicitly")
         return load_idx_folder(env)
     for d in DEFAULT_DIRS:
         if has_idx_files(d):
