@@ -71,6 +71,28 @@ def test_errors(small_data, tmp_path, capsys):
         main(["train", "--model", "resnet", "--out", "x.pxr"])
 
 
+def test_out_is_checked_before_training_and_never_destroys_other_files(small_data, tmp_path, capsys):
+    # `--out FOLDER` used to fail only after training; `--out photo.png` silently replaced the picture
+    # with a model; `--threads 0` was silently taken as "all cores"
+    assert main(["train", "--epochs", "1", "--data", small_data, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr()
+    assert "is a folder; give a file name" in err.err and "Epoch" not in err.out
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"\x89PNG precious")
+    assert main(["train", "--epochs", "1", "--data", small_data, "--out", str(photo)]) == 2
+    err = capsys.readouterr()
+    assert "exists and is not a pixrank model; refusing to overwrite" in err.err and "Epoch" not in err.out
+    assert photo.read_bytes() == b"\x89PNG precious"
+    assert main(["train", "--epochs", "1", "--data", small_data, "--threads", "0",
+                 "--out", str(tmp_path / "t.pxr")]) == 2
+    assert "--threads must be >= 1" in capsys.readouterr().err
+    # an existing model is replaced, as keras.Model.save does
+    model = tmp_path / "m.pxr"
+    for seed in ("1", "2"):
+        assert main(["train", "--model", "mlp", "--epochs", "1", "--data", small_data, "--seed", seed,
+                     "--verbose", "0", "--out", str(model)]) == 0
+    assert "saved" in capsys.readouterr().out
+
 @pytest.mark.slow
 def test_cnn_full_data(tmp_path, capsys):
     """The issue's bar: ``pixrank train --model cnn`` >= 91.5 % on full Fashion-MNIST in 10

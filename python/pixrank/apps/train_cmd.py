@@ -58,6 +58,27 @@ def _load(data):
     return folder, (prep(xtr), ytr.astype("int64")), (prep(xte), yte.astype("int64"))
 
 
+def _check_out(out) -> None:
+    """Refuse, before any training, an ``--out`` that could not be saved or would destroy a file
+    that is not a pixrank model (an existing ``.pxr`` model is replaced, as Keras's ``save`` does)."""
+    out_dir = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(out_dir):
+        raise FileNotFoundError(f"--out: folder {out_dir!r} does not exist")
+    if os.path.isdir(out):
+        raise ValueError(f"--out {out!r} is a folder; give a file name such as "
+                         f"{os.path.join(out, 'model.pxr')!r}")
+    if os.path.lexists(out):
+        import zipfile
+        try:
+            with zipfile.ZipFile(out) as z:
+                is_model = "pixrank.json" in z.namelist()
+        except (OSError, zipfile.BadZipFile):
+            is_model = False
+        if not is_model:
+            raise ValueError(f"--out {out!r} exists and is not a pixrank model; refusing to overwrite it "
+                             f"(remove it or choose another name)")
+
+
 def _train(args) -> int:
     import pixrank
     from pixrank import callbacks, optimizers, utils
@@ -68,9 +89,9 @@ def _train(args) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if not args.lr > 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(out_dir):
-        raise FileNotFoundError(f"--out: folder {out_dir!r} does not exist")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads} (leave it out to use all cores)")
+    _check_out(args.out)
     if args.threads:
         pixrank.set_num_threads(args.threads)
     if args.seed is not None:
