@@ -3,6 +3,7 @@ predictions), compile config restored, weights-only files, and clear errors for 
 that are not saved models."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
@@ -160,3 +161,69 @@ def test_save_to_a_folder_is_refused_clearly(tmp_path):
     with pytest.raises(IsADirectoryError, match="it is a folder"):
         model.save_weights(tmp_path)
     assert os.listdir(tmp_path) == []  # no temporary left behind
+
+
+@pytest.mark.parametrize("optimizer", [
+    lambda: keras.optimizers.Adam(2e-3),
+    lambda: keras.optimizers.AdamW(2e-3, amsgrad=True),
+    lambda: keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+    lambda: keras.optimizers.RMSprop(1e-3, momentum=0.5),
+])
+def test_training_resumes_from_a_saved_model_with_its_optimizer_state(tmp_path, rng, optimizer):
+    x = rng.random((96, 6), dtype=np.float32)
+    y = rng.integers(0, 3, 96)
+
+    def fresh():
+        utils.set_random_seed(3)
+        m = keras.Sequential([layers.Dense(8, activation="relu", input_shape=(6,)), layers.Dense(3, activation="softmax")])
+        m.compile(optimizer=optimizer(), loss="sparse_categorical_crossentropy")
+        return m
+
+    straight = fresh()
+    straight.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    first = fresh()
+    first.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    first.save(tmp_path / "half.pxr")
+    first.save(tmp_path / "half-noopt.pxr", include_optimizer=False)
+    resumed = keras.load_model(tmp_path / "half.pxr")
+    assert resumed.optimizer.iterations == 6
+    resumed.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(resumed.get_weights(), straight.get_weights()):
+        np.testing.assert_array_equal(a, b)  # bit for bit: the same moments and step count
+    restarted = keras.load_model(tmp_path / "half-noopt.pxr")
+    assert restarted.optimizer.iterations == 0
+    restarted.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    assert any(not np.array_equal(a, b) for a, b in zip(restarted.get_weights(), straight.get_weights()))
+
+
+def test_corrupt_optimizer_state_is_named(tmp_path, rng):
+    m = keras.Sequential([layers.Dense(4, input_shape=(5,)), layers.Dense(2, activation="softmax")])
+    m.compile("adam", "sparse_categorical_crossentropy")
+    m.fit(rng.random((8, 5), dtype=np.float32), rng.integers(0, 2, 8), verbose=0)
+    path = tmp_path / "m.pxr"
+    m.save(path)
+    with zipfile.ZipFile(path) as z:
+        header = json.loads(z.read("pixrank.json"))
+        with np.load(io.BytesIO(z.read("weights.npz"))) as npz:
+            arrays = dict(npz)
+    assert header["optimizer_state"]["slots"] == [["m", "v"]] * 4 and header["optimizer_state"]["iterations"] == 1
+    arrays["o0001_v"] = np.zeros((3,), np.float32)  # the bias of the first layer has shape (4,)
+
+    def write(name, hdr, arrs):
+        buf = io.BytesIO()
+        np.savez(buf, **arrs)
+        with zipfile.ZipFile(tmp_path / name, "w") as z:
+            z.writestr("pixrank.json", json.dumps(hdr))
+            z.writestr("weights.npz", buf.getvalue())
+        return tmp_path / name
+
+    with pytest.raises(ValueError, match=r"corrupt optimizer state: .*slot 'v' of shape \(3,\)"):
+        keras.load_model(write("bad-shape.pxr", header, arrays))
+    arrays.pop("o0001_v")
+    with pytest.raises(ValueError, match="corrupt pixrank model file"):
+        keras.load_model(write("missing.pxr", header, arrays))
+    header["optimizer_state"]["class_name"] = "SGD"
+    with pytest.raises(ValueError, match="optimizer state of a SGD for a Adam optimizer"):
+        keras.load_model(write("other-class.pxr", header, dict(arrays, o0001_v=np.zeros(4, np.float32))))
+    # without compile the state is not needed and not read into an optimizer
+    assert keras.load_model(path, compile=False).optimizer is None

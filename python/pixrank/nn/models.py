@@ -508,10 +508,11 @@ class Model(Layer):
         return self.layers
 
     def save(self, filepath, overwrite=True, include_optimizer=True):
-        """Save architecture, weights and compile configuration to one ``.pxr`` file
-        (see :mod:`pixrank.nn.saving`)."""
+        """Save architecture, weights, compile configuration and (``include_optimizer``) the
+        optimizer's state to one ``.pxr`` file (see :mod:`pixrank.nn.saving`); a model
+        loaded with :func:`pixrank.load_model` resumes training where this one stopped."""
         from .saving import save_model
-        save_model(self, filepath, overwrite=overwrite)
+        save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)
 
     def save_weights(self, filepath, overwrite=True):
         from .saving import save_weights

@@ -159,6 +159,56 @@ class Optimizer:
         var_list = list(var_list)
         self.apply_gradients(zip(ag.grad(loss, var_list), var_list))
 
+    # ---- state (saved with the model by ``model.save(..., include_optimizer=True)``)
+    #: name -> position in the tuple ``_init_state`` returns, for the entries that carry
+    #: state from step to step (the others are scratch buffers, never saved)
+    _SLOTS: dict = {}
+
+    def get_slot_state(self, params) -> dict:
+        """The optimizer's state for ``params``: ``{"iterations": int, "slots": [...]}``
+        where ``slots[i]`` maps slot names (e.g. Adam's ``"m"`` and ``"v"``) to float32
+        arrays of ``params[i]``'s shape, or is ``{}`` for a parameter not updated yet.
+        Arrays are the live buffers (copy them to keep a snapshot)."""
+        out = []
+        for p in params:
+            st = self._state.get(id(p))
+            if st is None or st[0] is not p:
+                out.append({})
+                continue
+            out.append({name: st[1][i] for name, i in self._SLOTS.items() if st[1][i] is not None})
+        return {"iterations": int(self.iterations), "slots": out}
+
+    def set_slot_state(self, params, iterations: int, slots) -> None:
+        """Restore what :meth:`get_slot_state` returned (e.g. after ``load_model``): the step
+        count, and for each parameter its slot arrays (copied; ``{}`` leaves it fresh).
+
+        Raises:
+            ValueError: ``slots`` and ``params`` differ in length, a slot name this optimizer
+                does not have (or does not use with its current options, e.g. momentum 0),
+                or an array whose shape differs from its parameter's. Nothing is changed then.
+        """
+        params, slots = list(params), list(slots)
+        if len(params) != len(slots):
+            raise ValueError(f"{type(self).__name__}.set_slot_state: {len(slots)} slot sets for {len(params)} parameters")
+        new = {}
+        for p, sl in zip(params, slots):
+            if not sl:
+                continue
+            st = self._init_state(p.data)
+            for name, arr in sl.items():
+                i = self._SLOTS.get(name)
+                if i is None or st[i] is None:
+                    raise ValueError(f"{type(self).__name__}.set_slot_state: no slot {name!r} for {p.name!r} "
+                                     f"(this optimizer has {sorted(k for k, j in self._SLOTS.items() if st[j] is not None)})")
+                arr = np.asarray(arr)
+                if arr.shape != p.data.shape:
+                    raise ValueError(f"{type(self).__name__}.set_slot_state: slot {name!r} of shape {arr.shape} "
+                                     f"for {p.name!r} of shape {p.data.shape}")
+                np.copyto(st[i], arr, casting="same_kind")
+            new[id(p)] = (p, st)
+        self._state.update(new)
+        self.iterations = int(iterations)
+
     # ---- subclass hooks
     def _prepare_step(self, lr):
         pass
@@ -198,6 +248,8 @@ class SGD(Optimizer):
             raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum}")
         self.nesterov = bool(nesterov)
 
+    _SLOTS = {"momentum": 0}
+
     def _init_state(self, w):
         return (np.zeros_like(w), np.empty_like(w)) if self.momentum else (None, np.empty_like(w))
 
@@ -235,6 +287,8 @@ class Adam(Optimizer):
         if not (0 <= self.beta_1 < 1 and 0 <= self.beta_2 < 1 and self.epsilon > 0):
             raise ValueError(f"{type(self).__name__}: need 0 <= beta_1, beta_2 < 1 and epsilon > 0")
         self.amsgrad = bool(amsgrad)
+
+    _SLOTS = {"m": 0, "v": 1, "vhat": 3}
 
     def _init_state(self, w):
         return (np.zeros_like(w), np.zeros_like(w), np.empty_like(w),
@@ -310,6 +364,8 @@ class RMSprop(Optimizer):
     def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, **kwargs):
         super().__init__(learning_rate, **kwargs)
         self.rho, self.momentum, self.epsilon = float(rho), float(momentum), float(epsilon)
+
+    _SLOTS = {"rms": 0, "momentum": 2}
 
     def _init_state(self, w):
         return (np.zeros_like(w), np.empty_like(w), np.zeros_like(w) if self.momentum else None)

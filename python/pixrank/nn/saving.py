@@ -9,9 +9,15 @@ File format (version 1): a zip archive holding
 * ``weights.npz`` — the weights ``w0000``, ``w0001``... in the order of ``model.weights``
   (trainable and non-trainable, e.g. BatchNormalization's moving statistics).
 
+With ``include_optimizer=True`` (the default, as Keras) a compiled model's optimizer state
+goes along: the header's ``"optimizer_state": {"class_name", "iterations", "slots"}``
+(``slots[i]``: the slot names of weight ``i``, e.g. ``["m", "v"]`` for Adam, ``[]`` when it
+has none) and arrays ``o0000_m``, ``o0000_v``... in ``weights.npz``. ``load_model`` then
+re-compiles with that state, so ``fit`` resumes where the saved training stopped (same
+step count for schedules, same Adam moments); without it the optimizer starts fresh.
+
 The file is written to a temporary name in the target folder and renamed into place, so a
-crash never leaves a half-written model. Optimizer state is not saved (a loaded model is
-compiled with a fresh optimizer of the saved configuration).
+crash never leaves a half-written model.
 
 Architecture: a :class:`~pixrank.nn.Sequential` saves its layers' configs; a subclassed
 :class:`~pixrank.nn.Model` saves its class (module + qualified name; every Layer subclass
@@ -89,7 +95,7 @@ def deserialize_layer(d: dict, custom_objects=None):
         raise ValueError(f"cannot re-create {d['class_name']} from its saved config {cfg}: {exc}") from None
 
 
-def _write_atomic(path: str, header: dict, weights: list, overwrite: bool) -> None:
+def _write_atomic(path: str, header: dict, weights: list, overwrite: bool, extra_arrays=None) -> None:
     path = os.fspath(path)
     if os.path.isdir(path):
         raise IsADirectoryError(f"cannot save to {path!r}: it is a folder; give a file name such as "
@@ -100,7 +106,7 @@ def _write_atomic(path: str, header: dict, weights: list, overwrite: bool) -> No
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"cannot save to {path!r}: folder {folder!r} does not exist")
     buf = io.BytesIO()
-    np.savez(buf, **{f"w{i:04d}": w for i, w in enumerate(weights)})
+    np.savez(buf, **{f"w{i:04d}": w for i, w in enumerate(weights)}, **(extra_arrays or {}))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pxr", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -152,8 +158,24 @@ def _compile_config(model):
     return {"optimizer": opt, "loss": loss, "metrics": mets}
 
 
-def save_model(model, filepath, overwrite: bool = True) -> None:
-    """Write ``model`` (architecture, weights, compile config) to ``filepath``.
+def _optimizer_state(model):
+    """``(header entry, {npz name: array})`` for a compiled model's optimizer, or ``(None, {})``."""
+    opt = getattr(model, "optimizer", None)
+    if opt is None or not getattr(model, "_pxr_compiled", False) or not hasattr(opt, "get_slot_state"):
+        return None, {}
+    state = opt.get_slot_state(model.weights)
+    arrays = {}
+    names = []
+    for i, slots in enumerate(state["slots"]):
+        names.append(sorted(slots))
+        for name, arr in slots.items():
+            arrays[f"o{i:04d}_{name}"] = np.asarray(arr, dtype=np.float32)
+    return {"class_name": type(opt).__name__, "iterations": state["iterations"], "slots": names}, arrays
+
+
+def save_model(model, filepath, overwrite: bool = True, include_optimizer: bool = True) -> None:
+    """Write ``model`` (architecture, weights, compile config and, with
+    ``include_optimizer``, the optimizer's state) to ``filepath``.
 
     Raises:
         TypeError: a config that is not JSON. ValueError: the model has no weights yet
@@ -164,7 +186,13 @@ def save_model(model, filepath, overwrite: bool = True) -> None:
     if not model.built and not model.weights:
         raise ValueError(f"save: model {model.name!r} is not built yet; call it on data (or fit it) first, "
                          f"or give the first layer input_shape=")
-    _write_atomic(filepath, _header(model, "model"), [p.data for p in model.weights], overwrite)
+    header = _header(model, "model")
+    extra = {}
+    if include_optimizer and header.get("compile"):
+        entry, extra = _optimizer_state(model)
+        if entry is not None:
+            header["optimizer_state"] = entry
+    _write_atomic(filepath, header, [p.data for p in model.weights], overwrite, extra)
 
 
 def save_weights(model, filepath, overwrite: bool = True) -> None:
@@ -193,7 +221,11 @@ def _read(filepath):
                                  f"(this pixrank reads version {FORMAT_VERSION})")
             with np.load(io.BytesIO(z.read(_WEIGHTS)), allow_pickle=False) as npz:
                 weights = [npz[f"w{i:04d}"] for i in range(len(header["weights"]))]
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+                opt_state = header.get("optimizer_state")
+                if opt_state is not None:
+                    header["_optimizer_arrays"] = [{name: npz[f"o{i:04d}_{name}"] for name in names}
+                                                   for i, names in enumerate(opt_state["slots"])]
+    except (zipfile.BadZipFile, KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
         raise ValueError(f"{path!r}: corrupt pixrank model file ({type(exc).__name__}: {exc})") from None
@@ -209,7 +241,8 @@ def load_model(filepath, custom_objects=None, compile: bool = True):
     Args:
         filepath: the ``.pxr`` file.
         custom_objects: ``{'ClassName': cls}`` for classes that cannot be imported by module.
-        compile: re-compile with the saved optimizer/loss/metrics (fresh optimizer state).
+        compile: re-compile with the saved optimizer/loss/metrics, and restore the
+            optimizer's state when the file holds it (saved with ``include_optimizer``).
 
     Returns:
         The model; it predicts exactly what the saved one did.
@@ -240,6 +273,15 @@ def load_model(filepath, custom_objects=None, compile: bool = True):
         model.compile(optimizer=optimizers.get(comp["optimizer"]), loss=losses.get(comp["loss"]), metrics=mets)
         model._pxr_compile_args = {"optimizer": comp["optimizer"], "loss": comp["loss"], "metrics": comp["metrics"]
                                    if all(isinstance(m, str) for m in comp["metrics"]) else mets}
+        st = header.get("optimizer_state")
+        if st is not None:
+            if st.get("class_name") != type(model.optimizer).__name__:
+                raise ValueError(f"{os.fspath(filepath)!r}: corrupt file: optimizer state of a {st.get('class_name')} "
+                                 f"for a {type(model.optimizer).__name__} optimizer")
+            try:
+                model.optimizer.set_slot_state(model.weights, st["iterations"], header["_optimizer_arrays"])
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ValueError(f"{os.fspath(filepath)!r}: corrupt optimizer state: {exc}") from None
     return model
 
 
