@@ -98,6 +98,19 @@ def test_index_dataset_is_incremental():
     assert rec.caption.split()[1] in ("dark", "medium", "light")
 
 
+def test_index_dataset_checks_the_labels_before_embedding():
+    eng = fresh_engine(index_test=False)
+    _, (xt, yt) = sample_data()
+    with pytest.raises(TypeError, match="y must hold integer class ids, got dtype float64"):
+        eng.index_dataset(xt[:3], np.array([0.5, 1.0, 2.0]))  # used to become classes 0, 1, 2
+    with pytest.raises(ValueError, match="class ids must be >= 0, got -3 at index 1"):
+        eng.index_dataset(xt[:3], np.array([0, -3, 2]))  # used to fail after embedding
+    assert len(eng.index) == len(eng.catalog) == 0
+    # ids beyond the ten named classes stay allowed (another data set): stored without a name
+    eng.index_dataset(xt[:2], np.array([3, 50]), split="other")
+    rec = eng.catalog.get_by_source("fashion-mnist:other:1")
+    assert rec.label_id == 50
+
 def test_save_load_round_trip_gives_identical_results(engine, tmp_path):
     _, (xt, _) = sample_data()
     before_t = engine.search_text("dark ankle boots", k=20)

@@ -262,7 +262,9 @@ class Engine:
             progress: a tqdm bar while embedding.
 
         Raises:
-            ValueError: shapes that disagree with the model's input or with ``y``.
+            ValueError: shapes that disagree with the model's input or with ``y``; a negative
+                class id.
+            TypeError: ``y`` is not an integer array.
         """
         from pixrank.data.captions import CLASS_NAMES, caption_of, tone_of
         x = np.asarray(x)
@@ -272,6 +274,13 @@ class Engine:
             y = np.asarray(y)
             if y.shape != (len(x),):
                 raise ValueError(f"index_dataset: y must have shape ({len(x)},), got {y.shape}")
+            # float labels were truncated by int() (0.5 -> class 0) and negative ones failed only
+            # after the whole array was embedded
+            if y.dtype == bool or not np.issubdtype(y.dtype, np.integer):
+                raise TypeError(f"index_dataset: y must hold integer class ids, got dtype {y.dtype}")
+            if y.size and int(y.min()) < 0:
+                bad = int(np.argmin(y))
+                raise ValueError(f"index_dataset: class ids must be >= 0, got {int(y[bad])} at index {bad}")
         if not isinstance(name, str) or not name or ":" in name or not isinstance(split, str) or ":" in split:
             raise ValueError(f"index_dataset: name and split must be non-empty strings without ':', got {name!r}, {split!r}")
         self.image_model.prepare(x[:1])  # validates the size before any work
