@@ -173,6 +173,20 @@ def test_single_image_errors(bad_files):
         load_image(bad_files["folder"])
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/zero"), reason="needs a FIFO and /dev/zero")
+def test_pipes_and_devices_are_refused_without_reading(tmp_path):
+    # a FIFO or a link to /dev/zero named *.png used to be reported as "empty (0 bytes)"
+    # (st_size is 0); reading one could block forever or never end
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    dev = tmp_path / "zeros.png"
+    dev.symlink_to("/dev/zero")
+    for p in (fifo, dev):
+        with pytest.raises(ValueError, match="is not a regular file"):
+            load_image(p)
+        with pytest.raises(ValueError, match="is not a regular file"):
+            image_to_array(p, InputSpec())
+
 def test_load_images_skips_and_warns(bad_files):
     order = ["good", "truncated", "text", "good", "empty", "missing"]
     paths = [bad_files[k] for k in order]

@@ -183,6 +183,9 @@ def _open(path, draft_size=None):
         raise FileNotFoundError(f"image file {p!r} does not exist")
     if os.path.isdir(p):
         raise ValueError(f"{p!r} is a folder, not an image file")
+    if not os.path.isfile(p):
+        # a FIFO, a socket or a device such as /dev/zero: reading could block or never end
+        raise ValueError(f"{p!r} is not a regular file (a pipe, socket or device), not an image file")
     if os.path.getsize(p) == 0:
         raise ValueError(f"image file {p!r} is empty (0 bytes)")
     try:
