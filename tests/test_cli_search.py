@@ -156,3 +156,29 @@ def test_evaluation_table_columns_line_up():
     for line in lines[2:5]:
         assert [line.rindex(" ", 0, e) for e in ends] == [e - len("0.5000") - 1 for e in ends], line
         assert line.count("0.5000") == 9
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file names of arbitrary bytes are a POSIX matter")
+def test_index_skips_a_non_utf8_file_name_and_keeps_odd_names_on_one_line(engine_dir, tmp_path, capsys):
+    # one file whose name is not UTF-8 used to abort the whole `pixrank index` run (SQLite cannot
+    # store lone surrogates); a newline in a file name split the result table's row
+    _, (xt, _) = sample_data()
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    write_png(pics / "plain.png", xt[300])
+    write_png(pics / "new\nline.png", xt[301])
+    write_png(os.fsdecode(os.fsencode(str(pics)) + b"/bad\xff\xfe.png"), xt[302])
+    new = tmp_path / "mine"
+    assert main(["index", "--engine", str(new), "--images", str(pics), "--from-engine", engine_dir]) == 0
+    out = capsys.readouterr().out
+    assert "2 added, 0 updated, 0 unchanged, 0 removed, 1 unreadable" in out
+    assert "bad\\xff\\xfe.png: the file name is not valid UTF-8" in out
+    assert main(["index", "--engine", str(new), "--images", str(pics)]) == 0
+    assert "0 added, 0 updated, 2 unchanged" in capsys.readouterr().out
+    assert main(["search", "--engine", str(new), "--image", str(pics / "new\nline.png"), "-k", "2"]) == 0
+    rows = [l for l in capsys.readouterr().out.splitlines() if l.strip()[:1].isdigit()]
+    assert len(rows) == 2 and rows[0].endswith("new\\nline.png")
+    from pixrank.search import Engine
+    with Engine.load(new) as eng:
+        with pytest.raises(ValueError, match="not valid UTF-8"):
+            eng.index_images([os.fsdecode(os.fsencode(str(pics)) + b"/bad\xff\xfe.png")])

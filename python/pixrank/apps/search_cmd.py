@@ -134,7 +134,14 @@ def _print_results(results, file=None):
     file = sys.stdout if file is None else file
     print(f"{'rank':>4s}  {'score':>7s}  {'id':>6s}  {'label':12s}  source", file=file)
     for r in results:
-        print(f"{r.rank:4d}  {r.score:7.4f}  {r.id:6d}  {str(r.label or '-'):12s}  {r.source}", file=file)
+        print(f"{r.rank:4d}  {r.score:7.4f}  {r.id:6d}  {str(r.label or '-'):12s}  {_printable(r.source)}", file=file)
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line of the table: control characters (a newline in a file name) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _sheet(engine, results, title, path):
@@ -317,7 +324,10 @@ def cmd_index(args) -> int:
     engine.close()
     print(f"{images}: {rep} in {time.perf_counter() - t0:.1f} s; the engine holds {len(engine.index)} images")
     for p, why in rep.failures[:20]:
-        print(f"  skipped {p}: {why}")
+        # a file name of non-UTF-8 bytes is shown with the bytes escaped (printing it as it is
+        # raises UnicodeEncodeError)
+        shown = os.fsencode(p).decode("utf-8", "backslashreplace")
+        print(f"  skipped {shown}: {why}")
     return 0
 
 

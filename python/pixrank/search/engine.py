@@ -117,6 +117,16 @@ def _sha256_bytes(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
 
+def _utf8_name(path: str) -> bool:
+    """Whether ``path`` can be stored in the catalog: a file name of undecodable bytes (not UTF-8)
+    reaches Python as lone surrogates, which SQLite's text columns cannot hold."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _cfg_int(value, field: str, cpath: str) -> int:
     """An integer field of ``engine.json``; ValueError naming the file and field otherwise."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -371,6 +381,8 @@ class Engine:
             return self._index_arrays(items, keys, labels, captions)
         if isinstance(items, (str, os.PathLike)):
             p = os.fspath(items)
+            if isinstance(p, str) and not _utf8_name(p):
+                raise ValueError(f"index_images: the path {p!r} is not valid UTF-8; rename it")
             if os.path.isdir(p):
                 return self._index_folder(p, on_error or "warn", recursive, progress)
             items = [p]
@@ -383,6 +395,8 @@ class Engine:
                 raise FileNotFoundError(f"index_images: {p!r} does not exist")
             if os.path.isdir(p):
                 raise ValueError(f"index_images: {p!r} is a folder; pass folders on their own")
+            if isinstance(p, str) and not _utf8_name(p):
+                raise ValueError(f"index_images: the file name {p!r} is not valid UTF-8; rename the file")
         return self._index_paths(paths, on_error or "raise", progress)
 
     def _index_paths(self, paths, on_error, progress) -> IndexReport:
@@ -415,6 +429,20 @@ class Engine:
             report.removed = len(plan.vanished)
         todo = list(plan.new) + [p for p, _ in plan.changed]
         ids_of = {p: rid for p, rid in plan.changed}
+        # a name that is not UTF-8 used to abort the whole run at the catalog write (after
+        # embedding everything); such files are skipped like unreadable ones
+        bad_names = [p for p in todo if not _utf8_name(p)]
+        if bad_names:
+            import warnings
+            from pixrank.data.images import ImageLoadWarning
+            todo = [p for p in todo if _utf8_name(p)]
+            for p in bad_names:
+                why = "the file name is not valid UTF-8 (rename the file to index it)"
+                if on_error == "raise":
+                    raise ValueError(f"{p!r}: {why}")
+                warnings.warn(f"skipped {p!r}: {why}", ImageLoadWarning, stacklevel=3)
+                report.failures.append((p, why))
+            report.failed += len(bad_names)
         vecs, ok, failures, sizes = self._embed_files(todo, on_error, progress)
         report.failures.extend(failures)
         report.failed += len(failures)
