@@ -114,3 +114,18 @@ def test_round_trip_and_determinism_across_processes(tmp_path):
     assert out.stdout.strip() == str(tok.encode("dark sneakers").tolist())
     with pytest.raises(ValueError):
         Tokenizer.from_dict({"format": "other"})
+
+
+def test_error_messages_quote_a_long_text_shortened():
+    # a megabyte query used to come back whole inside the exception message (and on the terminal)
+    from pixrank.text.tokenizer import Tokenizer, UnknownQueryError
+    tok = Tokenizer.fit(["a dark ankle boot", "a light bag"], buckets=64)
+    for text, err, needle in (("q" * 1_000_000, UnknownQueryError, "none of the words in"),
+                              ("!" * 500_000, ValueError, "is empty"),
+                              ("靴" * 300_000, ValueError, "has no word this tokenizer reads")):
+        with pytest.raises(err, match=needle) as info:
+            tok.encode(text)
+        msg = str(info.value)
+        assert len(msg) < 400 and f"({len(text):,} characters)" in msg
+    with pytest.raises(ValueError, match=r"the text '!!' is empty"):
+        tok.encode("!!")  # short texts are quoted whole, as before

@@ -37,6 +37,14 @@ _FNV_OFFSET = 0x811C9DC5
 _FNV_PRIME = 0x01000193
 
 
+def _shorten(text: str, limit: int = 80) -> str:
+    """``repr(text)`` for an error message, cut to about ``limit`` characters (a pasted document
+    or a megabyte query must not come back whole in the message)."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
 class UnknownQueryError(ValueError):
     """A text has no known word and no character n-gram seen in training."""
 
@@ -191,17 +199,18 @@ class Tokenizer:
                 training, so the text says nothing the model has learned.
         """
         ws = words(text)
+        shown = _shorten(text)
         if not ws:
             if any(ch.isalnum() for ch in text):  # e.g. "靴", "é": letters, but none it reads
-                raise ValueError(f"tokenizer: the text {text!r} has no word this tokenizer reads (words are "
+                raise ValueError(f"tokenizer: the text {shown} has no word this tokenizer reads (words are "
                                  f"runs of ASCII letters a-z and digits 0-9; other letters separate words)")
-            raise ValueError(f"tokenizer: the text {text!r} is empty (no words)")
+            raise ValueError(f"tokenizer: the text {shown} is empty (no words)")
         ids: list[int] = []
         for w in ws:
             ids.extend(self._word_ids(w))
         if not ids:
             raise UnknownQueryError(
-                f"tokenizer: none of the words in {text!r} is known, and none of their character "
+                f"tokenizer: none of the words in {shown} is known, and none of their character "
                 f"n-grams occurred in training; try words like {', '.join(self.vocab[:8])}")
         return np.asarray(ids, dtype=np.int64)
 
