@@ -9,6 +9,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -427,6 +428,59 @@ py::tuple cosine_topk(py::handle q_, py::handle d_, int64_t k) {
     return py::make_tuple(idx, sc);
 }
 
+// A prepared database (pixrank::CosineDatabase): the bindings check shapes and dtypes, release the
+// GIL around packing and queries (the object's own lock orders them), and copy results into numpy.
+
+void db_append(pixrank::CosineDatabase& db, py::handle rows_) {
+    const char* fn = "CosineDatabase.append";
+    py::array rows = f32(rows_, fn, "vectors", 2, "(m, d)");
+    if (rows.shape(1) != db.dim())
+        fail(fn, "vectors must have shape (m, " + std::to_string(db.dim()) + "), got " + shape_str(rows));
+    const float* rp = fp(rows);
+    const int64_t m = rows.shape(0);
+    py::gil_scoped_release release;
+    db.append(rp, m);
+}
+
+void db_set_rows(pixrank::CosineDatabase& db, py::handle pos_, py::handle rows_) {
+    const char* fn = "CosineDatabase.replace";
+    py::array pos = i64(pos_, fn, "positions", 1, "(m,)");
+    py::array rows = f32(rows_, fn, "vectors", 2, "(m, d)");
+    if (rows.shape(1) != db.dim() || rows.shape(0) != pos.shape(0))
+        fail(fn, "vectors must have shape (" + std::to_string(pos.shape(0)) + ", " + std::to_string(db.dim()) +
+                     ") to match positions " + shape_str(pos) + ", got " + shape_str(rows));
+    const float* rp = fp(rows);
+    const int64_t* pp = ip(pos);
+    const int64_t m = rows.shape(0);
+    py::gil_scoped_release release;
+    db.set_rows(pp, rp, m);
+}
+
+py::tuple db_topk(pixrank::CosineDatabase& db, py::handle q_, int64_t k) {
+    const char* fn = "cosine_topk";
+    py::array q = f32(q_, fn, "queries", 2, "(Q, d)");
+    if (q.shape(1) != db.dim())
+        fail(fn, "queries must have shape (Q, " + std::to_string(db.dim()) + ") to match the prepared database, got " +
+                     shape_str(q));
+    if (k < 1) fail(fn, "k must be >= 1, got " + std::to_string(k));
+    const int64_t Q = q.shape(0);
+    const float* qp = fp(q);
+    std::vector<int64_t> iv;
+    std::vector<float> sv;
+    int64_t kk;
+    {
+        py::gil_scoped_release release;
+        kk = db.topk(Q, qp, k, iv, sv);
+    }
+    auto idx = new_i64({Q, kk});
+    auto sc = new_f32({Q, kk});
+    if (!iv.empty()) {
+        std::memcpy(idx.mutable_data(), iv.data(), iv.size() * sizeof(int64_t));
+        std::memcpy(mp(sc), sv.data(), sv.size() * sizeof(float));
+    }
+    return py::make_tuple(idx, sc);
+}
+
 // ------------------------------------------------------------------------------------------- adam
 
 void adam_update(py::handle param_, py::handle grad_, py::handle m_, py::handle v_, double lr, double beta1,
@@ -536,6 +590,28 @@ PYBIND11_MODULE(_kernels, m) {
     m.def("max_pool2d", &max_pool2d, "x"_a, "ph"_a, "pw"_a, "sh"_a, "sw"_a);
     m.def("max_pool2d_backward", &max_pool2d_backward, "dy"_a, "argmax"_a, "B"_a, "H"_a, "W"_a, "C"_a);
     m.def("cosine_topk", &cosine_topk, "queries"_a, "database"_a, "k"_a);
+    py::class_<pixrank::CosineDatabase>(m, "CosineDatabase",
+                                        "A database normalised and packed once for cosine_topk (private; use "
+                                        "pixrank.ops.CosineDatabase)")
+        .def(py::init<int64_t>(), "d"_a)
+        .def_property_readonly("dim", &pixrank::CosineDatabase::dim)
+        .def("__len__", &pixrank::CosineDatabase::size)
+        .def_property_readonly("capacity", &pixrank::CosineDatabase::capacity)
+        .def_property_readonly("layout", &pixrank::CosineDatabase::layout)
+        .def("reserve", [](pixrank::CosineDatabase& db, int64_t rows) {
+            py::gil_scoped_release release;
+            db.reserve(rows);
+        }, "rows"_a)
+        .def("append", &db_append, "vectors"_a)
+        .def("set_rows", &db_set_rows, "positions"_a, "vectors"_a)
+        .def("truncate", &pixrank::CosineDatabase::truncate, "n"_a)
+        .def("row", [](const pixrank::CosineDatabase& db, int64_t i) {
+            std::vector<float> r = db.row(i);
+            auto out = new_f32({static_cast<int64_t>(r.size())});
+            std::memcpy(mp(out), r.data(), r.size() * sizeof(float));
+            return out;
+        }, "i"_a)
+        .def("topk", &db_topk, "queries"_a, "k"_a);
     m.def("adam_update", &adam_update, "param"_a, "grad"_a, "m"_a, "v"_a, "lr"_a, "beta1"_a, "beta2"_a, "eps"_a,
           "weight_decay"_a, "t"_a);
     m.def("set_num_threads", [](int64_t n) { pixrank::set_num_threads(n); }, "n"_a);

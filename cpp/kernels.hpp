@@ -12,6 +12,11 @@
 #pragma once
 
 #include <cstdint>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "ukernel.hpp"
 
 namespace pixrank {
 
@@ -77,9 +82,68 @@ void max_pool2d_backward(const ConvGeom& g, const float* dy, const int64_t* argm
 
 // Exact cosine top-k. queries (Q, d), database (n, d); kk = min(k, n) results per query:
 // indices int64 (Q, kk), scores (Q, kk), scores descending, ties by lower index; a zero vector
-// scores 0. Non-finite inputs throw. Never holds the full (Q, n) score matrix.
+// scores 0. Non-finite inputs throw. Never holds the full (Q, n) score matrix. The database is
+// normalised and packed block by block during the call (see CosineDatabase to do that once).
 void cosine_topk(int64_t Q, int64_t n, int64_t d, const float* queries, const float* database, int64_t k,
                  int64_t* indices, float* scores);
+
+// How a database is packed for the top-k scan: blocks of nb rows (nb a multiple of nr; block b at
+// data + b * nb * dd), each block one GEMM B operand of the transposed, L2-normalised rows: for each
+// depth block [pc, pc + kc') (kc' = min(kc, d - pc)) at block + nb * pc, panels of nr rows, panel t at
+// + t * nr * kc', element (row r, depth p) at [(p - pc) * nr + r % nr]. Depends on the micro-kernel
+// (nr, kc), hence on the SIMD variant.
+struct DbLayout {
+    const UKernel* uk;
+    int64_t d, dd;  // dimension; max(d, 1)
+    int64_t nr, kc, nb;
+    static DbLayout make(const UKernel& uk, int64_t d);
+    // Packs rows [first, first + m) from src (m, d), each scaled by inv (m,), into data.
+    void pack(float* data, int64_t first, int64_t m, const float* src, const float* inv) const;
+    // Row i as packed (normalised) into out (d,).
+    void unpack_row(const float* data, int64_t i, float* out) const;
+};
+
+// A database prepared once for many exact cosine top-k calls: its n rows of dimension d are
+// L2-normalised (in double, as cosine_topk does; a zero row stays zero and scores 0) and packed in
+// DbLayout (n rounded up to whole blocks; ~4 bytes per component plus up to nb - 1 rows of padding),
+// so that a query costs only the multiply and the selection. Results are identical to
+// cosine_topk(queries, rows, k) over the same rows. Rows can be appended (amortised O(d) per row: the
+// storage at least doubles when it grows), replaced in place and dropped from the end. Thread-safe:
+// queries share a lock, changes take it exclusively. If the SIMD variant in use changes (set_simd),
+// the next query re-packs the rows for it once.
+class CosineDatabase {
+public:
+    explicit CosineDatabase(int64_t d);  // d >= 1; empty
+    ~CosineDatabase();
+    CosineDatabase(const CosineDatabase&) = delete;
+    CosineDatabase& operator=(const CosineDatabase&) = delete;
+
+    int64_t dim() const { return layout_.d; }
+    int64_t size() const;      // rows
+    int64_t capacity() const;  // rows the storage holds before it grows
+    std::string layout() const;
+    void reserve(int64_t rows);
+    // rows (m, d): appended as rows size() .. size() + m - 1. Throws (changing nothing) on a
+    // non-finite row, naming its index in `rows`.
+    void append(const float* rows, int64_t m);
+    // rows (m, d) replace the rows at positions (m,), each in [0, size()); applied in order.
+    void set_rows(const int64_t* positions, const float* rows, int64_t m);
+    // Keeps the first n rows (0 <= n <= size()); the storage is kept for later appends.
+    void truncate(int64_t n);
+    // Row i, normalised, as packed (d,).
+    std::vector<float> row(int64_t i) const;
+    // queries (Q, d) -> indices, scores (Q, kk) with kk = min(k, size()) (returned).
+    int64_t topk(int64_t Q, const float* queries, int64_t k, std::vector<int64_t>& indices,
+                 std::vector<float>& scores);
+
+private:
+    void grow(int64_t rows);
+    void relayout(const UKernel& uk);
+    mutable std::shared_mutex mu_;
+    DbLayout layout_;
+    float* data_ = nullptr;  // cap_ * dd floats, 64-byte aligned
+    int64_t n_ = 0, cap_ = 0;
+};
 
 // One Adam(W) step in place over `size` parameters, Keras' form (the "efficient version" at the end of
 // Kingma & Ba 2015, sec. 2, with epsilon added to sqrt(v), not to sqrt(v_hat) as PyTorch does), with

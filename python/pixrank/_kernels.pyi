@@ -77,6 +77,29 @@ def cosine_topk(queries: F32, database: F32, k: int) -> tuple[I64, F32]:
     """Exact cosine top-k: queries (Q, d), database (n, d) -> (indices (Q, min(k, n)), scores), scores
     descending, ties by lower index, zero vectors score 0; non-finite inputs raise ValueError."""
 
+class CosineDatabase:
+    """Rows L2-normalised and packed once for cosine_topk (see pixrank.ops.CosineDatabase); thread-safe."""
+
+    def __init__(self, d: int) -> None: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def layout(self) -> str:
+        """e.g. 'avx2 nr=16 kc=256 nb=256' (the SIMD variant and blocking the rows are packed for)."""
+    def __len__(self) -> int: ...
+    def reserve(self, rows: int) -> None: ...
+    def append(self, vectors: F32) -> None:
+        """vectors (m, d) appended; ValueError naming a non-finite row (nothing added)."""
+    def set_rows(self, positions: I64, vectors: F32) -> None:
+        """rows at positions (m,) replaced by vectors (m, d); ValueError on a position out of range."""
+    def truncate(self, n: int) -> None: ...
+    def row(self, i: int) -> F32:
+        """Row i as stored (normalised), (d,)."""
+    def topk(self, queries: F32, k: int) -> tuple[I64, F32]:
+        """cosine_topk(queries (Q, d), rows, k), identical results."""
+
 def adam_update(
     param: F32,
     grad: F32,

@@ -9,7 +9,11 @@ scores in descending order (higher = more similar). Two back-ends share one API:
   Spaces ``'cosine'``, ``'ip'`` and ``'l2'``.
 * ``exact=True``: a float32 matrix ranked by :func:`pixrank.ops.cosine_topk` (the C++
   kernel) for ``'cosine'``, or by a numpy inner product for ``'ip'``. Exact search is the
-  oracle for the approximate one (``knn_recall`` in :mod:`pixrank.search.metrics`).
+  oracle for the approximate one (``knn_recall`` in :mod:`pixrank.search.metrics`). For
+  ``'cosine'`` the index also keeps the rows normalised and packed for the kernel
+  (:class:`pixrank.ops.CosineDatabase`, about ``4 * dim`` more bytes per vector), built at
+  the first query and kept up to date by ``add``/``delete``, so that a query never
+  re-normalises or re-packs the database.
 
 Scores by space (always "higher is better")::
 
@@ -326,6 +330,11 @@ class Index:
             self._row_ids = np.zeros((capacity,), dtype=np.int64)
             self._row_of: dict[int, int] = {}
             self._hnsw = None
+            # 'cosine': rows [0, n) of _vecs, normalised and packed (ops.CosineDatabase), or None
+            # until the first query. Changed only under the write lock; built under a read lock
+            # by the first query that needs it (_packed_mutex: one builder).
+            self._packed = None
+            self._packed_mutex = threading.Lock()
         else:
             import hnswlib
 
@@ -512,6 +521,16 @@ class Index:
         for i, r in zip(id_list, rows.tolist()):
             row_of[i] = r
         self._live.update(id_list)
+        if self._packed is not None:
+            try:
+                old = rows < n  # replaced vectors; the others are rows n .. nxt-1 in order
+                if old.any():
+                    self._packed.replace(rows[old], x[old])
+                if nxt > n:
+                    self._packed.append(self._vecs[n:nxt])
+            except BaseException:
+                self._packed = None  # rebuilt from _vecs at the next query
+                raise
 
     def delete(self, ids) -> None:
         """Remove ids (all or nothing); deleted ids are never returned by :meth:`query`.
@@ -530,6 +549,7 @@ class Index:
             if missing:
                 raise KeyError(f"Index.delete: {len(missing)} id(s) not in the index: {missing[:10]}")
             if self._exact:
+                filled = []  # rows that received the last row's vector
                 for i in id_list:
                     r = self._row_of.pop(i)
                     last = len(self._row_of)  # row count after the pop
@@ -538,7 +558,18 @@ class Index:
                         self._vecs[r] = self._vecs[last]
                         self._row_ids[r] = moved
                         self._row_of[moved] = r
+                        filled.append(r)
                     self._vecs[last] = 0.0
+                if self._packed is not None:
+                    n = len(self._row_of)
+                    try:
+                        keep = np.array(sorted({r for r in filled if r < n}), dtype=np.int64)
+                        if keep.size:
+                            self._packed.replace(keep, self._vecs[keep])
+                        self._packed.truncate(n)
+                    except BaseException:
+                        self._packed = None
+                        raise
             else:
                 for i in id_list:
                     self._hnsw.mark_deleted(i)
@@ -560,6 +591,7 @@ class Index:
                 cap = max(1, n)
                 self._vecs = np.ascontiguousarray(self._vecs[:cap])
                 self._row_ids = np.ascontiguousarray(self._row_ids[:cap])
+                self._packed = None  # its spare capacity goes too; rebuilt at the next query
                 return
             import hnswlib
 
@@ -673,17 +705,31 @@ class Index:
             kk = min(k, n)
             if kk == 0 or x.shape[0] == 0:
                 return (np.empty((x.shape[0], kk), np.int64), np.empty((x.shape[0], kk), np.float32))
-            db = self._vecs[:n]
             if self._space == "cosine":
                 from pixrank.ops import cosine_topk
 
-                rows, scores = cosine_topk(x, db, kk)
+                rows, scores = cosine_topk(x, self._prepared(n), kk)
             else:
-                rows, scores = _topk_desc(x @ db.T, kk)
+                rows, scores = _topk_desc(x @ self._vecs[:n].T, kk)
             ids = self._row_ids[rows]
         finally:
             self._lock.release_read()
         return ids.astype(np.int64, copy=False), np.ascontiguousarray(scores, dtype=np.float32)
+
+    def _prepared(self, n):
+        """The packed database of rows [0, n) (caller holds the read lock), built on first use."""
+        packed = self._packed
+        if packed is None or len(packed) != n:
+            with self._packed_mutex:
+                packed = self._packed
+                if packed is None or len(packed) != n:  # (a mismatch would be a bug: rebuild)
+                    from pixrank.ops import CosineDatabase
+
+                    packed = CosineDatabase(dim=self._dim)
+                    packed.reserve(self._vecs.shape[0])
+                    packed.append(self._vecs[:n])
+                    self._packed = packed
+        return packed
 
     def _query_bruteforce(self, x, kk):
         """Exact ranking over the live HNSW vectors (the fallback when the graph runs dry)."""
