@@ -104,3 +104,23 @@ def test_cnn_full_data(tmp_path, capsys):
     rc = main(["train", "--model", "cnn", "--epochs", "10", "--data", full, "--seed", "0", "--verbose", "0",
                "--out", str(tmp_path / "cnn.pxr")])
     assert rc == 0 and accuracy_of(capsys.readouterr().out) >= 0.915
+
+
+def test_version_flag(capsys):
+    import pixrank
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pixrank {pixrank.__version__}"
+
+
+def test_closed_stdout_ends_quietly_with_141():
+    """``pixrank info | head -1``: the reader leaves early; no 'Broken pipe' error, status 141."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom pixrank.cli import main\nsys.exit(main(['info']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert "Broken pipe" not in err and "Traceback" not in err, err

@@ -374,3 +374,22 @@ def test_keras_namespace():
     model = keras.Sequential([keras.layers.Input(shape=(4,)),
                               keras.layers.Dense(2)])
     assert model.built and len(model.layers) == 1 and model.layers[0].kernel.shape == (4, 2)
+
+
+def test_empty_sequential_is_refused_clearly():
+    m = keras.Sequential([])
+    x = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match="has no layers"):
+        m.predict(x, verbose=0)
+    m.compile("adam", "mse")
+    with pytest.raises(ValueError, match="has no layers"):
+        m.fit(x, x, verbose=0)
+
+
+def test_checkpoint_path_with_a_missing_log_key_names_it(sample, tmp_path):
+    (x, y), _ = sample
+    model = mlp()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    ck = callbacks.ModelCheckpoint(str(tmp_path / "ck-{val_loss:.2f}.pxr"))
+    with pytest.raises(ValueError, match=r"cannot fill the path .*KeyError: 'val_loss'.*log keys of this run: loss"):
+        model.fit(x[:64], y[:64], epochs=1, verbose=0, callbacks=[ck])

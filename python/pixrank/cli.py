@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pixrank",
         description="pixrank: train small image/text models and search images by text or image.",
     )
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"pixrank {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         try:
@@ -53,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pixrank: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (``pixrank search ... | head``): stop quietly, as coreutils do;
+        # stdout is pointed at devnull so that the interpreter's final flush does not fail too
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (CLIError, ValueError, TypeError, FileNotFoundError, KeyError, OSError,
             sqlite3.Error) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

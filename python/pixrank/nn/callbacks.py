@@ -308,7 +308,12 @@ class ModelCheckpoint(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        path = self.filepath.format(epoch=epoch + 1, **logs)
+        try:
+            path = self.filepath.format(epoch=epoch + 1, **logs)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"ModelCheckpoint: cannot fill the path {self.filepath!r} ({type(exc).__name__}: {exc}); "
+                             f"its fields may use epoch and the log keys of this run: {', '.join(logs) or 'none'}"
+                             ) from None
         if self.save_best_only:
             if self.monitor not in logs:
                 raise ValueError(f"ModelCheckpoint: monitored value {self.monitor!r} is not in the logs "

@@ -602,6 +602,9 @@ class Sequential(Model):
                                 if math.prod(got) == math.prod(d or 0 for d in want) else ""))
 
     def call(self, inputs, training=None):
+        if not self._seq:
+            raise ValueError(f"Sequential {self.name!r} has no layers: add layers before calling, "
+                             f"fitting or predicting")
         x = inputs
         want = self._pxr_example_shape
         if want is None:
