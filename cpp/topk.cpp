@@ -407,8 +407,14 @@ void CosineDatabase::grow(int64_t rows) {
     if (!p) throw std::bad_alloc();
     float* fresh = static_cast<float*>(p);
     const size_t old = static_cast<size_t>(cap_ * layout_.dd);
-    if (old) std::memcpy(fresh, data_, old * sizeof(float));
-    std::memset(fresh + old, 0, (static_cast<size_t>(floats) - old) * sizeof(float));
+    // Copy and zero in parallel chunks: the first touch of each page (a page fault) is most of it.
+    const int64_t total = floats;
+    parallel_for(total, 1 << 18, [&](int64_t b, int64_t e) {
+        const int64_t c = std::min<int64_t>(e, static_cast<int64_t>(old));
+        if (b < c) std::memcpy(fresh + b, data_ + b, static_cast<size_t>(c - b) * sizeof(float));
+        const int64_t z = std::max<int64_t>(b, static_cast<int64_t>(old));
+        if (z < e) std::memset(fresh + z, 0, static_cast<size_t>(e - z) * sizeof(float));
+    });
     std::free(data_);
     data_ = fresh;
     cap_ = want;
@@ -426,7 +432,18 @@ void CosineDatabase::append(const float* rows, int64_t m) {
     std::unique_lock<std::shared_mutex> lk(mu_);
     inverse_norms("vectors", m, layout_.d, rows, inv.data(), 0, "CosineDatabase.append");  // throws first
     grow(n_ + m);
-    layout_.pack(data_, n_, m, rows, inv.data());
+    // The rows up to the next panel edge one by one, then whole panels in parallel (each panel is
+    // written by one thread only), then the rest.
+    const int64_t nr = layout_.nr;
+    const int64_t head = std::min(m, (nr - n_ % nr) % nr);
+    layout_.pack(data_, n_, head, rows, inv.data());
+    const int64_t panels = (m - head) / nr;
+    parallel_for(panels, std::max<int64_t>(1, 4096 / (nr * layout_.dd) + 1), [&](int64_t b, int64_t e) {
+        layout_.pack(data_, n_ + head + b * nr, (e - b) * nr, rows + (head + b * nr) * layout_.d,
+                     inv.data() + head + b * nr);
+    });
+    const int64_t done = head + panels * nr;
+    layout_.pack(data_, n_ + done, m - done, rows + done * layout_.d, inv.data() + done);
     n_ += m;
 }
 
