@@ -337,6 +337,19 @@ def test_pixrank_simd_environment_variable(name):
         assert _fresh(code, {"PIXRANK_SIMD": name}) == f"{K.available_simd()[-1]} {name}"
 
 
+@pytest.mark.parametrize("name", ["avx2", "avx512", "sse"])
+def test_a_rejected_pixrank_simd_warns_when_ops_is_imported(name):
+    code = ("import warnings\nwith warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n    import pixrank.ops\n"
+            "print([str(x.message) for x in w if x.category is RuntimeWarning])")
+    out = _fresh(code, {"PIXRANK_SIMD": name})
+    if name in K.available_simd():
+        assert out == "[]"
+    else:
+        assert f"PIXRANK_SIMD='{name}' names no SIMD path this build can run here" in out
+        assert f"using '{K.available_simd()[-1]}'" in out
+
+
 def test_default_threads_follow_the_cpu_affinity():
     import os
 

@@ -363,6 +363,15 @@ def test_save_load_exact(tmp_path, rng):
     _assert_roundtrip_identical(ix, x[:30], tmp_path)
 
 
+def test_load_a_file_instead_of_a_folder(tmp_path):
+    f = tmp_path / "index.bin"
+    f.write_bytes(b"\0" * 16)
+    with pytest.raises(NotADirectoryError, match="is a file; give the index folder"):
+        Index.load(f)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Index.load(tmp_path / "missing")
+
+
 def test_save_load_empty(tmp_path):
     ix = Index(6, num_threads=1)
     ix.save(tmp_path / "e")

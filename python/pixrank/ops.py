@@ -62,6 +62,14 @@ except ImportError as _exc:  # pragma: no cover - depends on the build
         "`pip install --no-build-isolation -e .`) from the repository root."
     ) from _exc
 
+if _K.info().get("simd_env_rejected"):
+    import warnings as _warnings
+
+    _warnings.warn(
+        f"PIXRANK_SIMD={_K.info()['simd_env_rejected']!r} names no SIMD path this build can run here "
+        f"(available: {', '.join(_K.available_simd())}); using {_K.info()['simd']!r}",
+        RuntimeWarning, stacklevel=2)
+
 __all__ = [
     "matmul",
     "linear_backward",

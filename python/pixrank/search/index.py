@@ -845,6 +845,9 @@ class Index:
         """
         path = os.fspath(path)
         if not os.path.isdir(path):
+            if os.path.exists(path):
+                raise NotADirectoryError(f"Index.load: {path!r} is a file; give the index folder that "
+                                         f"Index.save wrote")
             raise FileNotFoundError(f"Index.load: index folder {path!r} does not exist")
         hp = os.path.join(path, HEADER_NAME)
         if not os.path.isfile(hp):
