@@ -258,6 +258,21 @@ py::tuple softmax_cross_entropy(py::handle x_, py::handle labels_) {
     return py::make_tuple(loss, d);
 }
 
+// exp_f32(x): x float32 (n,) -> exp(x) (n,) by the vectorised expf of the SIMD path in use (the
+// softmax family's exponential; for tests).
+py::array exp_f32(py::handle x_) {
+    py::array x = f32(x_, "exp_f32", "x", 1, "(n,)");
+    const int64_t n = x.shape(0);
+    auto out = new_f32({n});
+    float* o = mp(out);
+    const float* xp = fp(x);
+    {
+        py::gil_scoped_release release;
+        pixrank::exp_f32(n, xp, o);
+    }
+    return std::move(out);
+}
+
 // ------------------------------------------------------------------------------------ convolution
 
 py::array im2col(py::handle x_, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
@@ -581,6 +596,7 @@ PYBIND11_MODULE(_kernels, m) {
     m.def("softmax", &softmax, "logits"_a);
     m.def("log_softmax", &log_softmax, "logits"_a);
     m.def("softmax_cross_entropy", &softmax_cross_entropy, "logits"_a, "labels"_a);
+    m.def("exp_f32", &exp_f32, "x"_a);
     m.def("im2col", &im2col, "x"_a, "kh"_a, "kw"_a, "sh"_a, "sw"_a, "pt"_a, "pb"_a, "pl"_a, "pr"_a);
     m.def("col2im", &col2im, "cols"_a, "B"_a, "H"_a, "W"_a, "C"_a, "kh"_a, "kw"_a, "sh"_a, "sw"_a, "pt"_a, "pb"_a,
           "pl"_a, "pr"_a);

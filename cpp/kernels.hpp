@@ -39,6 +39,10 @@ void log_softmax(int64_t N, int64_t C, const float* logits, float* out);
 double softmax_cross_entropy(int64_t N, int64_t C, const float* logits, const int64_t* labels,
                              float* dlogits);
 
+// y (n,) = exp(x (n,)) by the vectorised expf of the SIMD variant in use (ukernel.hpp; the softmax
+// family's exponential), exposed for tests.
+void exp_f32(int64_t n, const float* x, float* y);
+
 // ---------------------------------------------------------------------------------- convolutions
 
 struct ConvGeom {

@@ -80,73 +80,71 @@ void linear_backward(int64_t M, int64_t K, int64_t N, const float* x, const floa
 }
 
 // ------------------------------------------------------------------------------------ row softmax
+// Each row: m = max (NaN if the row has a NaN), e = exp(x - m) with its sum s, then the scaling: the
+// row kernels of the SIMD variant in use (ukernel.hpp RowKernels; AVX-512, AVX2+FMA or portable C++,
+// all with the same vectorised expf). Special rows keep the semantics of the float64 references
+// (tests/reference.py): a row whose maximum is +inf puts all the mass on its +inf entries; a row of
+// only -inf has no finite mass (NaN); a NaN makes its whole row NaN (through exp(x - NaN)).
 
 namespace {
-// Row maximum; NaN if the row has a NaN.
-inline float row_max(const float* x, int64_t C) {
-    float m = -std::numeric_limits<float>::infinity();
-    bool nan = false;
-    for (int64_t j = 0; j < C; ++j) {
-        m = x[j] > m ? x[j] : m;
-        nan |= std::isnan(x[j]);
-    }
-    return nan ? std::numeric_limits<float>::quiet_NaN() : m;
-}
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr float kInf = std::numeric_limits<float>::infinity();
 
-// Writes e[j] = exp(x[j] - m) and returns their sum (double). A row whose maximum is +inf puts all
-// the mass on its +inf entries; a row of only -inf has no finite mass (sum 0).
-inline double row_exp(const float* x, int64_t C, float m, float* e) {
-    double s = 0.0;
-    if (std::isinf(m) && m > 0) {
-        for (int64_t j = 0; j < C; ++j) {
-            e[j] = (std::isinf(x[j]) && x[j] > 0) ? 1.0f : 0.0f;
-            s += e[j];
-        }
-        return s;
-    }
-    if (std::isinf(m)) {  // every entry is -inf: softmax undefined
-        for (int64_t j = 0; j < C; ++j) e[j] = std::numeric_limits<float>::quiet_NaN();
-        return std::numeric_limits<double>::quiet_NaN();
-    }
+inline bool is_pos_inf(float v) { return v == kInf; }
+
+// A row whose maximum is +inf: e[j] = 1 on +inf entries, 0 elsewhere; returns their count.
+inline double row_exp_pos_inf(const float* x, int64_t C, float* e) {
+    double cnt = 0.0;
     for (int64_t j = 0; j < C; ++j) {
-        e[j] = std::exp(x[j] - m);
-        s += e[j];
+        e[j] = is_pos_inf(x[j]) ? 1.0f : 0.0f;
+        cnt += e[j];
     }
-    return s;
+    return cnt;
 }
 }  // namespace
 
 void softmax(int64_t N, int64_t C, const float* logits, float* out) {
+    const RowKernels& rk = active_ukernel().rows;
     parallel_for(N, grain_rows(C * 8), [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
             const float* x = logits + i * C;
             float* o = out + i * C;
-            const float m = row_max(x, C);
-            const double s = row_exp(x, C, m, o);
-            const float inv = static_cast<float>(1.0 / s);
-            for (int64_t j = 0; j < C; ++j) o[j] *= inv;
+            const float m = rk.max(x, C);
+            double s;
+            if (is_pos_inf(m)) {
+                s = row_exp_pos_inf(x, C, o);
+            } else if (m == -kInf) {  // every entry is -inf: softmax undefined
+                std::fill(o, o + C, kNaN);
+                continue;
+            } else {
+                s = rk.exp_sum(x, C, m, o);
+            }
+            rk.scale(o, C, static_cast<float>(1.0 / s));
         }
     });
 }
 
 void log_softmax(int64_t N, int64_t C, const float* logits, float* out) {
+    const RowKernels& rk = active_ukernel().rows;
     parallel_for(N, grain_rows(C * 8), [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
             const float* x = logits + i * C;
             float* o = out + i * C;
-            const float m = row_max(x, C);
-            if (std::isinf(m) && m > 0) {  // +inf entries -> -log(count), others -inf
+            const float m = rk.max(x, C);
+            if (is_pos_inf(m)) {  // +inf entries -> -log(count), others -inf
                 double cnt = 0;
-                for (int64_t j = 0; j < C; ++j) cnt += (std::isinf(x[j]) && x[j] > 0);
+                for (int64_t j = 0; j < C; ++j) cnt += is_pos_inf(x[j]);
                 for (int64_t j = 0; j < C; ++j)
-                    o[j] = (std::isinf(x[j]) && x[j] > 0) ? static_cast<float>(-std::log(cnt))
-                                                          : -std::numeric_limits<float>::infinity();
+                    o[j] = is_pos_inf(x[j]) ? static_cast<float>(-std::log(cnt)) : -kInf;
                 continue;
             }
-            double s = 0.0;
-            for (int64_t j = 0; j < C; ++j) s += std::exp(static_cast<double>(x[j]) - m);
-            const double lse = static_cast<double>(m) + std::log(s);
-            for (int64_t j = 0; j < C; ++j) o[j] = static_cast<float>(static_cast<double>(x[j]) - lse);
+            if (m == -kInf) {  // every entry is -inf: undefined
+                std::fill(o, o + C, kNaN);
+                continue;
+            }
+            // o = (x - m) - log(s), s = sum exp(x - m) >= 1 (NaN rows: m and s are NaN).
+            const double s = rk.exp_sum(x, C, m, nullptr);
+            rk.shift(x, C, m, static_cast<float>(std::log(s)), o);
         }
     });
 }
@@ -159,7 +157,9 @@ double softmax_cross_entropy(int64_t N, int64_t C, const float* logits, const in
                                         ") for logits of shape (" + std::to_string(N) + ", " +
                                         std::to_string(C) + ")");
     if (N == 0) return 0.0;
+    const RowKernels& rk = active_ukernel().rows;
     const double invN = 1.0 / static_cast<double>(N);
+    const float invNf = static_cast<float>(invN);
     const int nt = num_threads();
     const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(nt, N / 16));
     std::vector<double> loss_part(static_cast<size_t>(chunks), 0.0);
@@ -171,17 +171,21 @@ double softmax_cross_entropy(int64_t N, int64_t C, const float* logits, const in
                 float* d = dlogits + i * C;
                 const int64_t y = labels[i];
                 // One pass per row: max, exp and sum (stored in d), then scale to the gradient.
-                const float m = row_max(x, C);
-                const double s = row_exp(x, C, m, d);
-                double li;
-                if (std::isinf(m) && m > 0)
-                    li = (std::isinf(x[y]) && x[y] > 0) ? std::log(s) : std::numeric_limits<double>::infinity();
-                else
+                const float m = rk.max(x, C);
+                double s, li;
+                if (is_pos_inf(m)) {
+                    s = row_exp_pos_inf(x, C, d);
+                    li = is_pos_inf(x[y]) ? std::log(s) : std::numeric_limits<double>::infinity();
+                } else if (m == -kInf) {  // every entry is -inf: undefined
+                    std::fill(d, d + C, kNaN);
+                    s = li = std::numeric_limits<double>::quiet_NaN();
+                } else {
+                    s = rk.exp_sum(x, C, m, d);
                     li = static_cast<double>(m) + std::log(s) - static_cast<double>(x[y]);
+                }
                 loss += li;
-                const double scale = invN / s;
-                for (int64_t j = 0; j < C; ++j) d[j] = static_cast<float>(d[j] * scale);
-                d[y] -= static_cast<float>(invN);
+                rk.scale(d, C, static_cast<float>(invN / s));
+                d[y] -= invNf;
             }
             loss_part[static_cast<size_t>(c)] = loss;
         }
@@ -190,6 +194,8 @@ double softmax_cross_entropy(int64_t N, int64_t C, const float* logits, const in
     for (double l : loss_part) total += l;
     return total * invN;
 }
+
+void exp_f32(int64_t n, const float* x, float* y) { active_ukernel().rows.exp(x, n, y); }
 
 // ---------------------------------------------------------------------------------- convolutions
 

@@ -50,6 +50,54 @@ struct AdamStep {
 };
 using AdamFn = void (*)(int64_t n, float* w, const float* g, float* m, float* v, const AdamStep& s);
 
+// Softmax-family row kernels (used by nn.cpp's softmax, log_softmax and softmax_cross_entropy).
+// x, e, o: one row of n floats (n >= 0; no alignment needed).
+//   RowMaxFn:  the maximum of x[0..n); NaN if any x[j] is NaN; -inf when n == 0.
+//   ExpSumFn:  e[j] = exp(x[j] - m) for j < n (not stored when e is null) and returns their sum: the
+//              terms are added in float SIMD lanes (several accumulators), the lanes pairwise in
+//              double at the end. exp is the vectorised expf below; x[j] - m is rounded to float first.
+//   ScaleFn:   e[j] *= s.
+//   ShiftFn:   o[j] = (x[j] - a) - b  (two float32 roundings; log_softmax's x - max - log(sum)).
+//   ExpFn:     y[j] = exp(x[j]) (every float, for tests of the vectorised expf).
+// The vectorised expf of every variant (Cephes expf, S. L. Moshier, "Methods and Programs for
+// Mathematical Functions", 1989; the same scheme as SLEEF's expf, Shibata & Petrogalli 2020):
+//   x clamped to [kExpLo, kExpHi] (NaN passes through, -inf -> kExpLo, +inf -> kExpHi),
+//   n = round(x * log2(e)) (round to nearest by adding and subtracting 1.5 * 2^23),
+//   r = x - n * kExpC1 - n * kExpC2  (Cody-Waite: ln 2 = kExpC1 + kExpC2, kExpC1 has 9 significant bits,
+//   so n * kExpC1 is exact for |n| < 2^15 and r is accurate without FMA), |r| <= ln(2) / 2 + tiny,
+//   exp(r) ~= 1 + r + r^2 * P(r), P of degree 5 (Cephes' minimax coefficients kExpP0..kExpP5),
+//   exp(x) = exp(r) * 2^n1 * 2^n2 with n1 = floor(n / 2), n2 = n - n1, each power of two built in the
+//   exponent bits (both normal for n in [-150, 129]): the first product is exact and the second rounds
+//   once, so results in the subnormal range are correctly rounded from exp(r) (gradual underflow, no
+//   garbage exponent) and x below about -103.97 gives exactly 0; x above about 88.72 gives +inf.
+// Measured maximum error against float64 exp: see tests/test_kernels_simd.py (test_vectorised_exp).
+constexpr float kExpLo = -104.0f;  // exp(-104) < 2^-150: rounds to 0
+constexpr float kExpHi = 89.0f;    // exp(89) > FLT_MAX: overflows to +inf
+constexpr float kExpLog2e = 1.44269504088896341f;
+constexpr float kExpRound = 12582912.0f;  // 1.5 * 2^23
+constexpr float kExpC1 = 0.693359375f;
+constexpr float kExpC2 = -2.12194440e-4f;
+constexpr float kExpP0 = 1.9875691500e-4f;
+constexpr float kExpP1 = 1.3981999507e-3f;
+constexpr float kExpP2 = 8.3334519073e-3f;
+constexpr float kExpP3 = 4.1665795894e-2f;
+constexpr float kExpP4 = 1.6666665459e-1f;
+constexpr float kExpP5 = 5.0000001201e-1f;
+
+using RowMaxFn = float (*)(const float* x, int64_t n);
+using ExpSumFn = double (*)(const float* x, int64_t n, float m, float* e);
+using ScaleFn = void (*)(float* e, int64_t n, float s);
+using ShiftFn = void (*)(const float* x, int64_t n, float a, float b, float* o);
+using ExpFn = void (*)(const float* x, int64_t n, float* y);
+
+struct RowKernels {
+    RowMaxFn max;
+    ExpSumFn exp_sum;
+    ScaleFn scale;
+    ShiftFn shift;
+    ExpFn exp;
+};
+
 struct UKernel {
     const char* name;
     int mr;  // register tile rows
@@ -60,6 +108,7 @@ struct UKernel {
     UKernelFn fn;
     NextGeFn next_ge;
     AdamFn adam;
+    RowKernels rows;  // softmax family
 };
 
 namespace generic {

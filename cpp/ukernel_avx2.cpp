@@ -259,12 +259,170 @@ PIXRANK_NO_FP_CONTRACT void adam(int64_t n, float* __restrict w, const float* __
     }
 }
 
+// ------------------------------------------------------------------------------- softmax rows
+// 8 floats per vector; the tail of a row under a _mm256_maskload_ps / _mm256_maskstore_ps mask (lanes
+// past n neither read nor written). See ukernel.hpp for the expf algorithm and its source.
+
+// Lanes [0, r) set, 0 <= r <= 8.
+inline __m256i tail_mask(int64_t r) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(r)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+__attribute__((always_inline)) inline __m256 exp_ps(__m256 x) {
+    // min/max return their second operand when either is NaN: a NaN x passes through.
+    x = _mm256_min_ps(_mm256_set1_ps(kExpHi), x);
+    x = _mm256_max_ps(_mm256_set1_ps(kExpLo), x);
+    const __m256 round = _mm256_set1_ps(kExpRound);
+    const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(kExpLog2e), round);
+    const __m256 n = _mm256_sub_ps(t, round);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kExpC1), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kExpC2), r);
+    __m256 y = _mm256_set1_ps(kExpP0);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(kExpP1));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(kExpP2));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(kExpP3));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(kExpP4));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(kExpP5));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), r);
+    y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
+    // 2^n = 2^n1 * 2^n2, n1 = floor(n / 2) = ((n + 256) >> 1) - 128 (n + 256 >= 0 after the clamp).
+    const __m256i ni = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_castps_si256(round));
+    const __m256i n1 = _mm256_sub_epi32(_mm256_srli_epi32(_mm256_add_epi32(ni, _mm256_set1_epi32(256)), 1),
+                                        _mm256_set1_epi32(128));
+    const __m256i n2 = _mm256_sub_epi32(ni, n1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(y, s1), s2);
+}
+
+float row_max(const float* x, int64_t n) {
+    const __m256 ninf = _mm256_set1_ps(-__builtin_inff());
+    if (n < 8) {  // one masked vector; lanes past n are -inf
+        const __m256i k = tail_mask(n);
+        const __m256 v = _mm256_blendv_ps(ninf, _mm256_maskload_ps(x, k), _mm256_castsi256_ps(k));
+        alignas(32) float t[8];
+        _mm256_store_ps(t, v);
+        float m = t[0];
+        bool nan = t[0] != t[0];
+        for (int u = 1; u < 8; ++u) {
+            m = t[u] > m ? t[u] : m;
+            nan |= t[u] != t[u];
+        }
+        return nan ? __builtin_nanf("") : m;
+    }
+    // NaN: tracked in a separate unordered-compare mask (vmaxps drops a NaN in its first operand).
+    __m256 m0 = _mm256_loadu_ps(x), m1 = m0;
+    __m256 nan = _mm256_cmp_ps(m0, m0, _CMP_UNORD_Q);
+    int64_t j = 8;
+    for (; j + 16 <= n; j += 16) {
+        const __m256 a = _mm256_loadu_ps(x + j), b = _mm256_loadu_ps(x + j + 8);
+        m0 = _mm256_max_ps(m0, a);
+        m1 = _mm256_max_ps(m1, b);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(a, b, _CMP_UNORD_Q));
+    }
+    if (j + 8 <= n) {
+        const __m256 a = _mm256_loadu_ps(x + j);
+        m0 = _mm256_max_ps(m0, a);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+        j += 8;
+    }
+    if (j < n) {  // the last 8 floats again (overlapping: the maximum does not mind)
+        const __m256 a = _mm256_loadu_ps(x + n - 8);
+        m1 = _mm256_max_ps(m1, a);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+    }
+    if (_mm256_movemask_ps(nan)) return __builtin_nanf("");
+    __m256 m = _mm256_max_ps(m0, m1);
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    return _mm_cvtss_f32(h);
+}
+
+// The 8 lanes of v summed pairwise in double.
+inline double lanes_sum(__m256 v) {
+    const __m256d a = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    const __m128d b = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(b, _mm_unpackhi_pd(b, b)));
+}
+
+template <bool Store>
+double exp_sum_impl(const float* __restrict x, int64_t n, float m, float* __restrict e) {
+    const __m256 mv = _mm256_set1_ps(m);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;  // 4 chains hide the add latency
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        const __m256 e0 = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), mv));
+        const __m256 e1 = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j + 8), mv));
+        const __m256 e2 = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j + 16), mv));
+        const __m256 e3 = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j + 24), mv));
+        if (Store) {
+            _mm256_storeu_ps(e + j, e0);
+            _mm256_storeu_ps(e + j + 8, e1);
+            _mm256_storeu_ps(e + j + 16, e2);
+            _mm256_storeu_ps(e + j + 24, e3);
+        }
+        a0 = _mm256_add_ps(a0, e0);
+        a1 = _mm256_add_ps(a1, e1);
+        a2 = _mm256_add_ps(a2, e2);
+        a3 = _mm256_add_ps(a3, e3);
+    }
+    for (; j + 8 <= n; j += 8) {
+        const __m256 e0 = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), mv));
+        if (Store) _mm256_storeu_ps(e + j, e0);
+        a1 = _mm256_add_ps(a1, e0);
+    }
+    if (j < n) {  // masked tail: lanes past n read as 0 and are zeroed before the sum
+        const __m256i k = tail_mask(n - j);
+        const __m256 e0 = _mm256_and_ps(exp_ps(_mm256_sub_ps(_mm256_maskload_ps(x + j, k), mv)), _mm256_castsi256_ps(k));
+        if (Store) _mm256_maskstore_ps(e + j, k, e0);
+        a2 = _mm256_add_ps(a2, e0);
+    }
+    return lanes_sum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+}
+
+double exp_sum(const float* x, int64_t n, float m, float* e) {
+    return e ? exp_sum_impl<true>(x, n, m, e) : exp_sum_impl<false>(x, n, m, nullptr);
+}
+
+void scale(float* e, int64_t n, float s) {
+    const __m256 sv = _mm256_set1_ps(s);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(e + j, _mm256_mul_ps(_mm256_loadu_ps(e + j), sv));
+    if (j < n) {
+        const __m256i k = tail_mask(n - j);
+        _mm256_maskstore_ps(e + j, k, _mm256_mul_ps(_mm256_maskload_ps(e + j, k), sv));
+    }
+}
+
+void shift(const float* __restrict x, int64_t n, float a, float b, float* __restrict o) {
+    const __m256 av = _mm256_set1_ps(a), bv = _mm256_set1_ps(b);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        _mm256_storeu_ps(o + j, _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), av), bv));
+    if (j < n) {
+        const __m256i k = tail_mask(n - j);
+        _mm256_maskstore_ps(o + j, k, _mm256_sub_ps(_mm256_sub_ps(_mm256_maskload_ps(x + j, k), av), bv));
+    }
+}
+
+void vexp(const float* __restrict x, int64_t n, float* __restrict y) {
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(y + j, exp_ps(_mm256_loadu_ps(x + j)));
+    if (j < n) {
+        const __m256i k = tail_mask(n - j);
+        _mm256_maskstore_ps(y + j, k, exp_ps(_mm256_maskload_ps(x + j, k)));
+    }
+}
+
 }  // namespace
 
 const UKernel& ukernel() {
     // Blocking for 32-48 KiB L1d / 512 KiB-1 MiB L2 (Zen 3/4/5, Haswell+): A block 144 x 256 floats
     // (144 KiB) stays in L2, a B micro-panel 256 x 16 floats (16 KiB) in L1, the B block in L3.
-    static const UKernel k{"avx2", MR, NR, /*mc=*/144, /*kc=*/256, /*nc=*/4080, &kernel, &next_ge, &adam};
+    static const UKernel k{"avx2", MR, NR, /*mc=*/144, /*kc=*/256, /*nc=*/4080, &kernel, &next_ge, &adam,
+                           {&row_max, &exp_sum, &scale, &shift, &vexp}};
     return k;
 }
 

@@ -146,12 +146,160 @@ PIXRANK_NO_FP_CONTRACT void adam(int64_t n, float* __restrict w, const float* __
     }
 }
 
+// ------------------------------------------------------------------------------- softmax rows
+// 16 floats per vector; the tail of a row under a __mmask16 (maskz_loadu_ps / mask_storeu_ps of
+// simd_avx512.hpp: lanes past n neither read nor written). Only intrinsics SIMDe 0.7.4 also provides
+// (no _mm512_srai_epi32, no _mm512_reduce_*): the horizontal steps go through a 64-byte array. See
+// ukernel.hpp for the expf algorithm and its source.
+
+inline __mmask16 tail_mask(int64_t r) { return static_cast<__mmask16>((1u << r) - 1u); }  // 0 <= r < 16
+
+inline __m512 exp_ps(__m512 x) {
+    // min/max return their second operand when either is NaN: a NaN x passes through.
+    x = _mm512_min_ps(_mm512_set1_ps(kExpHi), x);
+    x = _mm512_max_ps(_mm512_set1_ps(kExpLo), x);
+    const __m512 round = _mm512_set1_ps(kExpRound);
+    const __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(kExpLog2e), round);
+    const __m512 n = _mm512_sub_ps(t, round);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kExpC1), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kExpC2), r);
+    __m512 y = _mm512_set1_ps(kExpP0);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(kExpP1));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(kExpP2));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(kExpP3));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(kExpP4));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(kExpP5));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), r);
+    y = _mm512_add_ps(y, _mm512_set1_ps(1.0f));
+    // 2^n = 2^n1 * 2^n2, n1 = floor(n / 2) = ((n + 256) >> 1) - 128 (n + 256 >= 0 after the clamp).
+    const __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_castps_si512(round));
+    const __m512i n1 = _mm512_sub_epi32(_mm512_srli_epi32(_mm512_add_epi32(ni, _mm512_set1_epi32(256)), 1),
+                                        _mm512_set1_epi32(128));
+    const __m512i n2 = _mm512_sub_epi32(ni, n1);
+    const __m512i bias = _mm512_set1_epi32(127);
+    const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, bias), 23));
+    const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, bias), 23));
+    return _mm512_mul_ps(_mm512_mul_ps(y, s1), s2);
+}
+
+float row_max(const float* x, int64_t n) {
+    const __m512 ninf = _mm512_set1_ps(-__builtin_inff());
+    __m512 m0 = ninf, m1 = ninf;
+    unsigned nan = 0;  // NaN lanes, from unordered compares (vmaxps drops a NaN in its first operand)
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        const __m512 a = _mm512_loadu_ps(x + j), b = _mm512_loadu_ps(x + j + 16);
+        m0 = _mm512_max_ps(m0, a);
+        m1 = _mm512_max_ps(m1, b);
+        nan |= _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q);
+    }
+    if (j + 16 <= n) {
+        const __m512 a = _mm512_loadu_ps(x + j);
+        m0 = _mm512_max_ps(m0, a);
+        nan |= _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
+        j += 16;
+    }
+    if (j < n) {  // masked tail: lanes past n are -inf
+        const __mmask16 k = tail_mask(n - j);
+        const __m512 a = _mm512_mask_blend_ps(k, ninf, maskz_loadu_ps(k, x + j));
+        m1 = _mm512_max_ps(m1, a);
+        nan |= _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
+    }
+    if (nan) return __builtin_nanf("");
+    alignas(64) float t[16];
+    _mm512_store_ps(t, _mm512_max_ps(m0, m1));
+    float m = t[0];
+    for (int u = 1; u < 16; ++u) m = t[u] > m ? t[u] : m;
+    return m;
+}
+
+// The 16 lanes of v summed pairwise in double.
+inline double lanes_sum(__m512 v) {
+    alignas(64) float t[16];
+    _mm512_store_ps(t, v);
+    double d[8];
+    for (int u = 0; u < 8; ++u) d[u] = static_cast<double>(t[u]) + t[u + 8];
+    for (int u = 0; u < 4; ++u) d[u] += d[u + 4];
+    return (d[0] + d[2]) + (d[1] + d[3]);
+}
+
+template <bool Store>
+double exp_sum_impl(const float* __restrict x, int64_t n, float m, float* __restrict e) {
+    const __m512 mv = _mm512_set1_ps(m);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;  // 4 chains hide the add latency
+    int64_t j = 0;
+    for (; j + 64 <= n; j += 64) {
+        const __m512 e0 = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j), mv));
+        const __m512 e1 = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j + 16), mv));
+        const __m512 e2 = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j + 32), mv));
+        const __m512 e3 = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j + 48), mv));
+        if (Store) {
+            _mm512_storeu_ps(e + j, e0);
+            _mm512_storeu_ps(e + j + 16, e1);
+            _mm512_storeu_ps(e + j + 32, e2);
+            _mm512_storeu_ps(e + j + 48, e3);
+        }
+        a0 = _mm512_add_ps(a0, e0);
+        a1 = _mm512_add_ps(a1, e1);
+        a2 = _mm512_add_ps(a2, e2);
+        a3 = _mm512_add_ps(a3, e3);
+    }
+    for (; j + 16 <= n; j += 16) {
+        const __m512 e0 = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j), mv));
+        if (Store) _mm512_storeu_ps(e + j, e0);
+        a1 = _mm512_add_ps(a1, e0);
+    }
+    if (j < n) {  // masked tail: lanes past n read as 0 and are zeroed before the sum
+        const __mmask16 k = tail_mask(n - j);
+        const __m512 e0 = _mm512_mask_blend_ps(k, _mm512_setzero_ps(),
+                                               exp_ps(_mm512_sub_ps(maskz_loadu_ps(k, x + j), mv)));
+        if (Store) mask_storeu_ps(e + j, k, e0);
+        a2 = _mm512_add_ps(a2, e0);
+    }
+    return lanes_sum(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+double exp_sum(const float* x, int64_t n, float m, float* e) {
+    return e ? exp_sum_impl<true>(x, n, m, e) : exp_sum_impl<false>(x, n, m, nullptr);
+}
+
+void scale(float* e, int64_t n, float s) {
+    const __m512 sv = _mm512_set1_ps(s);
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) _mm512_storeu_ps(e + j, _mm512_mul_ps(_mm512_loadu_ps(e + j), sv));
+    if (j < n) {
+        const __mmask16 k = tail_mask(n - j);
+        mask_storeu_ps(e + j, k, _mm512_mul_ps(maskz_loadu_ps(k, e + j), sv));
+    }
+}
+
+void shift(const float* __restrict x, int64_t n, float a, float b, float* __restrict o) {
+    const __m512 av = _mm512_set1_ps(a), bv = _mm512_set1_ps(b);
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16)
+        _mm512_storeu_ps(o + j, _mm512_sub_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j), av), bv));
+    if (j < n) {
+        const __mmask16 k = tail_mask(n - j);
+        mask_storeu_ps(o + j, k, _mm512_sub_ps(_mm512_sub_ps(maskz_loadu_ps(k, x + j), av), bv));
+    }
+}
+
+void vexp(const float* __restrict x, int64_t n, float* __restrict y) {
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) _mm512_storeu_ps(y + j, exp_ps(_mm512_loadu_ps(x + j)));
+    if (j < n) {
+        const __mmask16 k = tail_mask(n - j);
+        mask_storeu_ps(y + j, k, exp_ps(maskz_loadu_ps(k, x + j)));
+    }
+}
+
 }  // namespace
 
 const UKernel& ukernel() {
     // Blocking for 48 KiB L1d / 1-2 MiB L2 (Zen 4/5, Skylake-X+): A block 192 x 256 floats (192 KiB)
     // in L2, a B micro-panel 256 x 32 floats (32 KiB) in L1, the B block in L3.
-    static const UKernel k{"avx512", MR, NR, /*mc=*/192, /*kc=*/256, /*nc=*/4096, &kernel, &next_ge, &adam};
+    static const UKernel k{"avx512", MR, NR, /*mc=*/192, /*kc=*/256, /*nc=*/4096, &kernel, &next_ge, &adam,
+                           {&row_max, &exp_sum, &scale, &shift, &vexp}};
     return k;
 }
 

@@ -4,6 +4,8 @@
 //
 // Shapes: Ap KC x MR packed, Bp KC x NR packed, C MR x NR tile (row stride ldc); see ukernel.hpp.
 #include <cmath>
+#include <cstring>
+#include <limits>
 
 #include "ukernel.hpp"
 
@@ -68,10 +70,117 @@ PIXRANK_NO_FP_CONTRACT void adam(int64_t n, float* __restrict w, const float* __
     }
 }
 
+// ------------------------------------------------------------------------------- softmax rows
+// Plain C++ with the same algorithm as the SIMD variants (ukernel.hpp: Cephes expf), written as
+// fixed-width blocks of 8 that the compiler can vectorise for the build's baseline ISA.
+
+inline float bits_to_float(uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+inline uint32_t float_to_bits(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+// exp(x) for one float (see ukernel.hpp). Unsigned integer arithmetic throughout: a NaN's bits give
+// an arbitrary n, which must not be undefined behaviour (the result is NaN anyway: y is NaN).
+inline float expf_poly(float x) {
+    x = x > kExpHi ? kExpHi : x;  // NaN compares false: kept
+    x = x < kExpLo ? kExpLo : x;
+    const float t = x * kExpLog2e + kExpRound;
+    const float n = t - kExpRound;
+    float r = x - n * kExpC1;
+    r = r - n * kExpC2;
+    float y = kExpP0;
+    y = y * r + kExpP1;
+    y = y * r + kExpP2;
+    y = y * r + kExpP3;
+    y = y * r + kExpP4;
+    y = y * r + kExpP5;
+    y = y * (r * r) + r;
+    y = y + 1.0f;
+    // n as an integer: the low bits of t (t = 1.5 * 2^23 + n exactly). ni + 256 >= 0 for every
+    // clamped x, so the halving is a logical shift (floor(n / 2) = ((n + 256) >> 1) - 128).
+    const uint32_t ni = float_to_bits(t) - float_to_bits(kExpRound);
+    const uint32_t n1 = ((ni + 256u) >> 1) - 128u;
+    const uint32_t n2 = ni - n1;
+    const float s1 = bits_to_float((n1 + 127u) << 23);
+    const float s2 = bits_to_float((n2 + 127u) << 23);
+    return (y * s1) * s2;
+}
+
+float row_max(const float* x, int64_t n) {
+    float m[8];
+    bool nan = false;
+    for (int u = 0; u < 8; ++u) m[u] = -std::numeric_limits<float>::infinity();
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int u = 0; u < 8; ++u) {
+            const float v = x[j + u];
+            m[u] = v > m[u] ? v : m[u];
+            nan |= v != v;
+        }
+    for (; j < n; ++j) {
+        m[0] = x[j] > m[0] ? x[j] : m[0];
+        nan |= x[j] != x[j];
+    }
+    float r = m[0];
+    for (int u = 1; u < 8; ++u) r = m[u] > r ? m[u] : r;
+    return nan ? std::numeric_limits<float>::quiet_NaN() : r;
+}
+
+// Sum of 8 float lanes, pairwise in double.
+inline double lanes_sum(const float* a) {
+    const double s0 = static_cast<double>(a[0]) + a[4], s1 = static_cast<double>(a[1]) + a[5];
+    const double s2 = static_cast<double>(a[2]) + a[6], s3 = static_cast<double>(a[3]) + a[7];
+    return (s0 + s2) + (s1 + s3);
+}
+
+template <bool Store>
+double exp_sum_impl(const float* __restrict x, int64_t n, float m, float* __restrict e) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int u = 0; u < 8; ++u) {
+            const float v = expf_poly(x[j + u] - m);
+            if (Store) e[j + u] = v;
+            acc[u] += v;
+        }
+    for (int u = 0; j < n; ++j, ++u) {
+        const float v = expf_poly(x[j] - m);
+        if (Store) e[j] = v;
+        acc[u] += v;
+    }
+    return lanes_sum(acc);
+}
+
+double exp_sum(const float* x, int64_t n, float m, float* e) {
+    return e ? exp_sum_impl<true>(x, n, m, e) : exp_sum_impl<false>(x, n, m, nullptr);
+}
+
+void scale(float* e, int64_t n, float s) {
+    for (int64_t j = 0; j < n; ++j) e[j] *= s;
+}
+
+PIXRANK_NO_FP_CONTRACT void shift(const float* __restrict x, int64_t n, float a, float b, float* __restrict o) {
+    for (int64_t j = 0; j < n; ++j) {
+        const float d = x[j] - a;
+        o[j] = d - b;
+    }
+}
+
+void vexp(const float* __restrict x, int64_t n, float* __restrict y) {
+    for (int64_t j = 0; j < n; ++j) y[j] = expf_poly(x[j]);
+}
+
 }  // namespace
 
 const UKernel& ukernel() {
-    static const UKernel k{"generic", MR, NR, /*mc=*/128, /*kc=*/256, /*nc=*/4096, &kernel, &next_ge, &adam};
+    static const UKernel k{"generic", MR, NR, /*mc=*/128, /*kc=*/256, /*nc=*/4096, &kernel, &next_ge, &adam,
+                           {&row_max, &exp_sum, &scale, &shift, &vexp}};
     return k;
 }
 

@@ -267,3 +267,191 @@ def test_ops_bounds_the_openmp_spin_unless_the_user_set_it(user_env, want):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == want
+
+
+# --------------------------------------------------------------------------------------
+# softmax family and its vectorised expf, on every SIMD path
+# --------------------------------------------------------------------------------------
+
+from reference import log_softmax_ref, softmax_cross_entropy_ref, softmax_ref  # noqa: E402
+
+SOFTMAX_C = [1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 1000]  # around the 8/16-float vectors and 32/64 unrolls
+SOFTMAX_N = [1, 5, 128]
+TINY = 2.0**-149  # the smallest subnormal float32: one ulp in the subnormal range
+
+
+@pytest.fixture(params=VARIANTS)
+def simd_only(request):
+    old = k.info()["simd"]
+    k.set_simd(request.param)
+    yield request.param
+    k.set_simd(old)
+
+
+def _ulp_error(got, x):
+    """|got - exp(x)| in units of the float32 spacing at exp(x) (TINY for subnormal results)."""
+    ref = np.exp(x.astype(np.float64))
+    with np.errstate(over="ignore"):
+        spacing = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
+    return np.abs(got.astype(np.float64) - ref) / np.maximum(spacing, TINY)
+
+
+def test_vectorised_exp(simd_only):
+    """The Cody-Waite + minimax expf (Cephes/Moshier, cpp/ukernel.hpp) of this path: at most 2 ulp from
+    float64 exp on a dense grid of [-104, 0] (every result of the softmax family: x - max <= 0),
+    including the subnormal range (gradual underflow, correctly rounded within 1 ulp of the subnormal
+    spacing) and [0, 88.72] (up to FLT_MAX); exact at the special values."""
+    rng = np.random.default_rng(7)
+    x = np.concatenate([
+        np.linspace(-104.0, 0.0, 2_000_003),
+        rng.uniform(-104.0, 0.0, 500_000),
+        -(2.0 ** rng.uniform(-30, 1, 100_000)),    # near 0 from below: exp close to 1
+        np.linspace(-87.5, -87.2, 20_001),          # the normal/subnormal boundary (FLT_MIN)
+        np.linspace(-104.0, -103.9, 20_001),        # the last subnormal, then 0
+        np.linspace(0.0, 88.72, 300_007),
+    ]).astype(np.float32)
+    got = k.exp_f32(x)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    err = _ulp_error(got, x)
+    worst = int(np.argmax(err))
+    assert err[worst] <= 2.0, f"exp[{simd_only}]({x[worst]!r}) = {got[worst]!r}: {err[worst]:.3f} ulp"
+    # the subnormal results are correctly rounded to within one subnormal ulp (no garbage exponent)
+    sub = np.exp(x.astype(np.float64)) < 2.0**-126
+    assert sub.sum() > 10_000
+    assert np.all(np.abs(got[sub].astype(np.float64) - np.exp(x[sub].astype(np.float64))) <= TINY)
+    assert np.all(got >= 0)
+
+    f32max = float(np.finfo(np.float32).max)
+    special = np.array([0.0, -0.0, -np.inf, np.inf, np.nan, -np.nan, 1e-45, -1e-45, -1e-8, 1e-8,
+                        -103.98, -104.0, -105.0, -150.0, -1e4, -1e30, -f32max, 88.72, 88.7228, 88.73,
+                        89.0, 100.0, 1e30, f32max, -87.33654, 1.0, -1.0, 0.5, -0.5], np.float32)
+    # each special value at every lane of a vector and in a masked tail (lengths 1 .. 33)
+    for n in (1, 7, 8, 9, 15, 16, 17, 33):
+        for v in special:
+            xs = np.full(n, v, np.float32)
+            g = k.exp_f32(xs)
+            with np.errstate(over="ignore"):
+                want = np.float32(np.exp(np.float64(v)))
+            if np.isnan(v):
+                assert np.isnan(g).all(), (simd_only, v, g)
+            elif np.isinf(want) or want == 0 or v == 0:
+                np.testing.assert_array_equal(g, np.full(n, want), err_msg=f"exp[{simd_only}]({v!r})")
+            else:
+                assert _ulp_error(g, xs).max() <= 2.0, (simd_only, v, g, want)
+    assert k.exp_f32(np.array([0.0], np.float32))[0] == 1.0
+    assert k.exp_f32(np.array([-np.inf, -104.0, -110.0], np.float32)).tolist() == [0.0, 0.0, 0.0]
+    assert k.exp_f32(np.array([np.inf, 88.73], np.float32)).tolist() == [np.inf, np.inf]
+    assert np.isfinite(k.exp_f32(np.array([88.72], np.float32))[0])
+    assert k.exp_f32(np.zeros(0, np.float32)).shape == (0,)
+
+
+def _rtol(z):
+    """As tests/test_ops.py: exp amplifies the rounding of z - max(z) by |z - max|."""
+    z = z.astype(np.float64)
+    s = z - z.max(axis=1, keepdims=True)
+    return 8 * EPS32 * (1.0 + np.abs(s[np.isfinite(s)]).max(initial=0.0))
+
+
+def _rel_bound(ref, rtol, atol):
+    return rtol * np.abs(ref) + atol
+
+
+@pytest.mark.parametrize("C", SOFTMAX_C)
+@pytest.mark.parametrize("N", SOFTMAX_N)
+def test_softmax_family(variant, N, C):
+    """softmax, log_softmax and softmax_cross_entropy of this path against the float64 references
+    (tests/reference.py) at widths around every vector length, masked tail and unroll of the row
+    kernels, at logit scales 1 (typical) and 40 (exp underflows to subnormals and 0)."""
+    rng = np.random.default_rng(N * 1000 + C)
+    for scale in (1.0, 40.0):
+        z = (scale * rng.standard_normal((N, C))).astype(np.float32)
+        labels = rng.integers(0, C, N)
+        rtol = _rtol(z)
+        what = f"[{variant}] N={N} C={C} scale={scale}"
+        p = k.softmax(z)
+        assert_close(p, softmax_ref(z), _rel_bound(softmax_ref(z), rtol, 1e-37), "softmax" + what)
+        assert_close(p.sum(axis=1), np.ones(N), np.full(N, C * 4 * EPS32), "softmax row sums" + what)
+        lp = k.log_softmax(z)
+        ref = log_softmax_ref(z)
+        atol = 8 * EPS32 * (np.abs(z).max() + np.log(C) + 1)
+        assert_close(lp, ref, _rel_bound(ref, 4 * EPS32, atol), "log_softmax" + what)
+        loss, d = k.softmax_cross_entropy(z, labels)
+        rloss, rd = softmax_cross_entropy_ref(z, labels)
+        assert abs(loss - rloss) <= 16 * EPS32 * (np.abs(z).max() + np.log(C) + 1), (what, loss, rloss)
+        assert_close(d, rd, _rel_bound(rd, rtol, 4 * EPS32 / N), "dlogits" + what)
+        assert_close(d.sum(axis=1), np.zeros(N), np.full(N, C * 4 * EPS32 / N), "dlogits row sums" + what)
+
+
+@pytest.mark.parametrize("C", [1, 3, 8, 9, 16, 17, 33, 1000])
+def test_softmax_family_special_rows(variant, C):
+    """Rows with NaN, +inf, -inf, all -inf, overflowing differences and subnormal results, placed at
+    the start, inside a vector and in the masked tail of the row: a NaN makes its row NaN; +inf entries
+    share the mass equally; -inf entries get 0 (log: -inf); an all -inf row is NaN; ordinary rows in
+    the same batch are unaffected."""
+    nan, inf = np.nan, np.inf
+    rows, kinds = [], []
+
+    def add(row, kind, pos=None):
+        rows.append(np.asarray(row, np.float32))
+        kinds.append((kind, pos))
+
+    positions = sorted({0, C // 2, max(C - 2, 0), C - 1})
+    for pos in positions:
+        for v, kind in ((nan, "nan"), (inf, "inf"), (-inf, "finite")):
+            if kind == "finite" and C == 1:
+                continue  # that row would be all -inf
+            r = np.linspace(-2.0, 1.0, C).astype(np.float32)
+            r[pos] = v
+            add(r, kind, pos)
+    if C > 1:
+        r = np.zeros(C, np.float32)
+        r[positions[0]] = r[positions[-1]] = inf  # two +inf entries: 1/2 each
+        add(r, "inf")
+        r = np.full(C, -3e38, np.float32)
+        r[positions[-1]] = 3e38  # x - max overflows to -inf in float32: exp gives 0
+        add(r, "huge")
+        add(-np.linspace(0.0, 103.5, C), "finite")  # exp(x - max) down into the subnormals
+    add(np.full(C, -inf), "allneg")
+    add(np.linspace(-1.0, 1.0, C), "finite")
+    z = np.stack(rows)
+    N = len(rows)
+    labels = np.array([C - 1 if kd == "allneg" else int(np.argmax(np.where(np.isnan(r), -1, r)))
+                       for r, (kd, _) in zip(rows, kinds)])
+    p, lp = k.softmax(z), k.log_softmax(z)
+    loss, d = k.softmax_cross_entropy(z, labels)
+    with np.errstate(invalid="ignore", over="ignore"):
+        rp, rlp = softmax_ref(z), log_softmax_ref(z)
+        rd = softmax_cross_entropy_ref(z, labels)[1]
+        rlp32 = rlp.astype(np.float32)  # -6e38 is -inf in float32
+    want_loss = 0.0
+    for i, (kind, pos) in enumerate(kinds):
+        what = f"[{variant}] C={C} row {i} {kind} at {pos}: {z[i][:40]}"
+        if kind in ("nan", "allneg"):
+            assert np.isnan(p[i]).all() and np.isnan(lp[i]).all() and np.isnan(d[i]).all(), what
+            continue
+        if kind == "inf":
+            hot = np.isposinf(z[i])
+            want = np.where(hot, 1.0 / hot.sum(), 0.0)
+            np.testing.assert_array_equal(p[i], want.astype(np.float32), err_msg=what)
+            np.testing.assert_array_equal(lp[i], np.where(hot, np.float32(-np.log(hot.sum())), -inf), err_msg=what)
+            assert_close(d[i], (want - np.eye(C)[labels[i]]) / N, np.full(C, 2 * EPS32 / N), "dlogits" + what)
+            want_loss += np.log(hot.sum())
+            continue
+        assert not np.isnan(p[i]).any() and not np.isnan(lp[i]).any() and not np.isnan(d[i]).any(), what
+        rtol = _rtol(z[i:i + 1])
+        assert_close(p[i], rp[i], _rel_bound(rp[i], rtol, 2 * TINY), "softmax" + what)
+        inf_at = np.isinf(rlp32[i])
+        np.testing.assert_array_equal(lp[i][inf_at], rlp32[i][inf_at], err_msg=what)
+        atol = 8 * EPS32 * (np.abs(z[i][np.isfinite(z[i])]).max() + np.log(C) + 1)
+        assert_close(lp[i][~inf_at], rlp[i][~inf_at], _rel_bound(rlp[i][~inf_at], 4 * EPS32, atol),
+                     "log_softmax" + what)
+        assert_close(d[i], rd[i], _rel_bound(rd[i], rtol, 4 * EPS32 / N), "dlogits" + what)
+        want_loss -= rlp[i, labels[i]]  # the label's entry is finite in these rows
+    assert np.isnan(loss)  # the NaN and all -inf rows
+    # without those rows, the mean loss matches the reference
+    keep = [i for i, (kd, _) in enumerate(kinds) if kd not in ("nan", "allneg")]
+    loss_k, _ = k.softmax_cross_entropy(z[keep], labels[keep])
+    want_loss /= len(keep)
+    zk = z[keep]
+    zmax = np.abs(zk[np.isfinite(zk) & (np.abs(zk) < 1e30)]).max(initial=0.0)
+    assert abs(loss_k - want_loss) <= 16 * EPS32 * (zmax + np.log(C) + 1), (variant, C, loss_k, want_loss)

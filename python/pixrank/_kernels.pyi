@@ -39,6 +39,10 @@ def log_softmax(logits: F32) -> F32:
 def softmax_cross_entropy(logits: F32, labels: I64) -> tuple[float, F32]:
     """(mean loss, dlogits = (softmax - onehot) / N) for logits (N, C), labels int64 (N,) in [0, C)."""
 
+def exp_f32(x: F32) -> F32:
+    """exp of float32 (n,) by the vectorised expf of the SIMD path in use (the softmax family's
+    exponential: Cody-Waite reduction + Cephes' degree-5 minimax polynomial, gradual underflow); for tests."""
+
 def im2col(x: F32, kh: int, kw: int, sh: int, sw: int, pt: int, pb: int, pl: int, pr: int) -> F32:
     """x (B, H, W, C) -> (B*OH*OW, kh*kw*C), column order (i, j, c); OH = (H+pt+pb-kh)//sh + 1."""
 
