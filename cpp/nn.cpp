@@ -165,29 +165,36 @@ double softmax_cross_entropy(int64_t N, int64_t C, const float* logits, const in
     std::vector<double> loss_part(static_cast<size_t>(chunks), 0.0);
     parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
         for (int64_t c = cb; c < ce; ++c) {
-            double loss = 0.0;
-            for (int64_t i = N * c / chunks; i < N * (c + 1) / chunks; ++i) {
+            // loss = sum over rows of (m - x[y]) + log(s); the logs taken of running products of s
+            // (each s in [1, C]) flushed before they could overflow: one log per many rows.
+            double loss = 0.0, prod = 1.0;
+            const int64_t i0 = N * c / chunks, i1 = N * (c + 1) / chunks;
+            for (int64_t i = i0; i < i1; ++i) {
                 const float* x = logits + i * C;
                 float* d = dlogits + i * C;
                 const int64_t y = labels[i];
                 // One pass per row: max, exp and sum (stored in d), then scale to the gradient.
                 const float m = rk.max(x, C);
-                double s, li;
-                if (is_pos_inf(m)) {
+                double s;
+                if (is_pos_inf(m)) {  // loss log(count) when the label is +inf, +inf otherwise
                     s = row_exp_pos_inf(x, C, d);
-                    li = is_pos_inf(x[y]) ? std::log(s) : std::numeric_limits<double>::infinity();
+                    if (!is_pos_inf(x[y])) loss += std::numeric_limits<double>::infinity();
                 } else if (m == -kInf) {  // every entry is -inf: undefined
                     std::fill(d, d + C, kNaN);
-                    s = li = std::numeric_limits<double>::quiet_NaN();
+                    s = std::numeric_limits<double>::quiet_NaN();
                 } else {
                     s = rk.exp_sum(x, C, m, d);
-                    li = static_cast<double>(m) + std::log(s) - static_cast<double>(x[y]);
+                    loss += static_cast<double>(m) - static_cast<double>(x[y]);
                 }
-                loss += li;
+                prod *= s;
+                if (!(prod < 1e200)) {  // also NaN: carried into the loss
+                    loss += std::log(prod);
+                    prod = 1.0;
+                }
                 rk.scale(d, C, static_cast<float>(invN / s));
                 d[y] -= invNf;
             }
-            loss_part[static_cast<size_t>(c)] = loss;
+            loss_part[static_cast<size_t>(c)] = loss + std::log(prod);
         }
     });
     double total = 0.0;

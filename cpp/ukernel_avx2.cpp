@@ -260,12 +260,22 @@ PIXRANK_NO_FP_CONTRACT void adam(int64_t n, float* __restrict w, const float* __
 }
 
 // ------------------------------------------------------------------------------- softmax rows
-// 8 floats per vector; the tail of a row under a _mm256_maskload_ps / _mm256_maskstore_ps mask (lanes
-// past n neither read nor written). See ukernel.hpp for the expf algorithm and its source.
+// 8 floats per vector. No masked stores (vmaskmovps to memory is microcoded on AMD Zen, tens of cycles,
+// and dominated rows of 10 classes): a row of n >= 8 floats ends with the vector of its last 8, which
+// overlaps the previous one (results that are a function of x alone are simply written twice; sums
+// leave the repeated lanes out), a row of n < 8 loads under a mask (cheap) and stores through a small
+// buffer. See ukernel.hpp for the expf algorithm and its source.
 
 // Lanes [0, r) set, 0 <= r <= 8.
 inline __m256i tail_mask(int64_t r) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(r)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// Stores lanes [0, r) of v to p (r < 8).
+inline void store_first(float* p, __m256 v, int64_t r) {
+    alignas(32) float t[8];
+    _mm256_store_ps(t, v);
+    for (int64_t u = 0; u < r; ++u) p[u] = t[u];
 }
 
 __attribute__((always_inline)) inline __m256 exp_ps(__m256 x) {
@@ -350,6 +360,12 @@ inline double lanes_sum(__m256 v) {
 template <bool Store>
 double exp_sum_impl(const float* __restrict x, int64_t n, float m, float* __restrict e) {
     const __m256 mv = _mm256_set1_ps(m);
+    if (n < 8) {  // masked load (lanes past n read as 0, zeroed before the sum), stored through a buffer
+        const __m256i k = tail_mask(n);
+        const __m256 e0 = _mm256_and_ps(exp_ps(_mm256_sub_ps(_mm256_maskload_ps(x, k), mv)), _mm256_castsi256_ps(k));
+        if (Store) store_first(e, e0, n);
+        return lanes_sum(e0);
+    }
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;  // 4 chains hide the add latency
     int64_t j = 0;
     for (; j + 32 <= n; j += 32) {
@@ -373,11 +389,12 @@ double exp_sum_impl(const float* __restrict x, int64_t n, float m, float* __rest
         if (Store) _mm256_storeu_ps(e + j, e0);
         a1 = _mm256_add_ps(a1, e0);
     }
-    if (j < n) {  // masked tail: lanes past n read as 0 and are zeroed before the sum
-        const __m256i k = tail_mask(n - j);
-        const __m256 e0 = _mm256_and_ps(exp_ps(_mm256_sub_ps(_mm256_maskload_ps(x + j, k), mv)), _mm256_castsi256_ps(k));
-        if (Store) _mm256_maskstore_ps(e + j, k, e0);
-        a2 = _mm256_add_ps(a2, e0);
+    if (j < n) {  // the last 8 floats (overlapping); the lanes already summed, [0, 8 - (n - j)), left out
+        const __m256 e0 = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + n - 8), mv));
+        if (Store) _mm256_storeu_ps(e + n - 8, e0);  // the repeated lanes get the same values again
+        const __m256i fresh = _mm256_cmpgt_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                 _mm256_set1_epi32(static_cast<int>(7 - (n - j))));
+        a2 = _mm256_add_ps(a2, _mm256_and_ps(e0, _mm256_castsi256_ps(fresh)));
     }
     return lanes_sum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 }
@@ -386,34 +403,33 @@ double exp_sum(const float* x, int64_t n, float m, float* e) {
     return e ? exp_sum_impl<true>(x, n, m, e) : exp_sum_impl<false>(x, n, m, nullptr);
 }
 
-void scale(float* e, int64_t n, float s) {
+void scale(float* e, int64_t n, float s) {  // in place: the tail goes scalar (at most 7 floats)
     const __m256 sv = _mm256_set1_ps(s);
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) _mm256_storeu_ps(e + j, _mm256_mul_ps(_mm256_loadu_ps(e + j), sv));
-    if (j < n) {
-        const __m256i k = tail_mask(n - j);
-        _mm256_maskstore_ps(e + j, k, _mm256_mul_ps(_mm256_maskload_ps(e + j, k), sv));
-    }
+    for (; j < n; ++j) e[j] *= s;
 }
 
 void shift(const float* __restrict x, int64_t n, float a, float b, float* __restrict o) {
     const __m256 av = _mm256_set1_ps(a), bv = _mm256_set1_ps(b);
+    if (n < 8) {
+        store_first(o, _mm256_sub_ps(_mm256_sub_ps(_mm256_maskload_ps(x, tail_mask(n)), av), bv), n);
+        return;
+    }
     int64_t j = 0;
     for (; j + 8 <= n; j += 8)
         _mm256_storeu_ps(o + j, _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), av), bv));
-    if (j < n) {
-        const __m256i k = tail_mask(n - j);
-        _mm256_maskstore_ps(o + j, k, _mm256_sub_ps(_mm256_sub_ps(_mm256_maskload_ps(x + j, k), av), bv));
-    }
+    if (j < n) _mm256_storeu_ps(o + n - 8, _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + n - 8), av), bv));
 }
 
 void vexp(const float* __restrict x, int64_t n, float* __restrict y) {
+    if (n < 8) {
+        store_first(y, exp_ps(_mm256_maskload_ps(x, tail_mask(n))), n);
+        return;
+    }
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) _mm256_storeu_ps(y + j, exp_ps(_mm256_loadu_ps(x + j)));
-    if (j < n) {
-        const __m256i k = tail_mask(n - j);
-        _mm256_maskstore_ps(y + j, k, exp_ps(_mm256_maskload_ps(x + j, k)));
-    }
+    if (j < n) _mm256_storeu_ps(y + n - 8, exp_ps(_mm256_loadu_ps(x + n - 8)));
 }
 
 }  // namespace
