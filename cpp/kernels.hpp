@@ -30,7 +30,10 @@ void linear_backward(int64_t M, int64_t K, int64_t N, const float* x, const floa
 
 // ------------------------------------------------------------------------------------ row softmax
 
-// logits (N, C) -> out (N, C); numerically stable (max subtracted).
+// logits (N, C) -> out (N, C); numerically stable (max subtracted): per row m = max, e = exp(x - m) by
+// the vectorised expf of the SIMD variant in use (ukernel.hpp RowKernels), summed in float lanes and
+// reduced in double; softmax = e / sum, log_softmax = (x - m) - log(sum). Special rows: a NaN makes the
+// row NaN; a +inf maximum shares the mass equally among the +inf entries; an all -inf row is NaN.
 void softmax(int64_t N, int64_t C, const float* logits, float* out);
 void log_softmax(int64_t N, int64_t C, const float* logits, float* out);
 

@@ -154,7 +154,7 @@ PIXRANK_NO_FP_CONTRACT void adam(int64_t n, float* __restrict w, const float* __
 
 inline __mmask16 tail_mask(int64_t r) { return static_cast<__mmask16>((1u << r) - 1u); }  // 0 <= r < 16
 
-inline __m512 exp_ps(__m512 x) {
+__attribute__((always_inline)) inline __m512 exp_ps(__m512 x) {
     // min/max return their second operand when either is NaN: a NaN x passes through.
     x = _mm512_min_ps(_mm512_set1_ps(kExpHi), x);
     x = _mm512_max_ps(_mm512_set1_ps(kExpLo), x);
@@ -214,7 +214,7 @@ float row_max(const float* x, int64_t n) {
 }
 
 // The 16 lanes of v summed pairwise in double.
-inline double lanes_sum(__m512 v) {
+__attribute__((always_inline)) inline double lanes_sum(__m512 v) {
     alignas(64) float t[16];
     _mm512_store_ps(t, v);
     double d[8];

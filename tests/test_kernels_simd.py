@@ -3,9 +3,10 @@
 For each variant in ``_kernels.available_simd()`` (generic always; avx2 / avx512 where the CPU has
 them) the test forces it with ``_kernels.set_simd`` and checks matmul (every trans/bias/ReLU
 combination at odd shapes 1, 67, 131, 257, 1000 that are not multiples of the micro-tile or block
-sizes), conv2d and cosine_topk. Tolerances follow the standard forward error bound of a float32 dot
-product of length K: |fl(a.b) - a.b| <= K * eps * |a|.|b| (Higham, "Accuracy and Stability of Numerical
-Algorithms", 2nd ed., sec. 3.1).
+sizes), conv2d, cosine_topk, and the softmax family with its vectorised expf (exp_f32). GEMM
+tolerances follow the standard forward error bound of a float32 dot product of length K:
+|fl(a.b) - a.b| <= K * eps * |a|.|b| (Higham, "Accuracy and Stability of Numerical Algorithms", 2nd ed.,
+sec. 3.1); the softmax ones those of tests/test_ops.py (exp amplifies the rounding of x - max).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sys
 
 import numpy as np
 import pytest
+from reference import log_softmax_ref, softmax_cross_entropy_ref, softmax_ref
 
 k = pytest.importorskip("pixrank._kernels")
 
@@ -272,8 +274,6 @@ def test_ops_bounds_the_openmp_spin_unless_the_user_set_it(user_env, want):
 # --------------------------------------------------------------------------------------
 # softmax family and its vectorised expf, on every SIMD path
 # --------------------------------------------------------------------------------------
-
-from reference import log_softmax_ref, softmax_cross_entropy_ref, softmax_ref  # noqa: E402
 
 SOFTMAX_C = [1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 1000]  # around the 8/16-float vectors and 32/64 unrolls
 SOFTMAX_N = [1, 5, 128]
