@@ -55,11 +55,12 @@ using AdamFn = void (*)(int64_t n, float* w, const float* g, float* m, float* v,
 //   RowMaxFn:  the maximum of x[0..n); NaN if any x[j] is NaN; -inf when n == 0.
 //   ExpSumFn:  e[j] = exp(x[j] - m) for j < n (not stored when e is null) and returns their sum: the
 //              terms are added in float SIMD lanes (several accumulators), the lanes pairwise in
-//              double at the end. exp is the vectorised expf below; x[j] - m is rounded to float first.
+//              double at the end. exp: see below; x[j] - m is rounded to float first.
 //   ScaleFn:   e[j] *= s.
 //   ShiftFn:   o[j] = (x[j] - a) - b  (two float32 roundings; log_softmax's x - max - log(sum)).
 //   ExpFn:     y[j] = exp(x[j]) (every float, for tests of the vectorised expf).
-// The vectorised expf of every variant (Cephes expf, S. L. Moshier, "Methods and Programs for
+// The generic variant takes libm's std::exp (float) per element. The vectorised expf of the AVX2 and
+// AVX-512 variants (Cephes expf, S. L. Moshier, "Methods and Programs for
 // Mathematical Functions", 1989; the same scheme as SLEEF's expf, Shibata & Petrogalli 2020):
 //   x clamped to [kExpLo, kExpHi] (NaN passes through, -inf -> kExpLo, +inf -> kExpHi),
 //   n = round(x * log2(e)) (round to nearest by adding and subtracting 1.5 * 2^23),
