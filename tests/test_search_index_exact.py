@@ -25,7 +25,7 @@ def _np_topk(q, ids, vecs, k):
     return ids[order], np.take_along_axis(s, order, axis=1)
 
 
-def _check(ix, live, q, k):
+def assert_matches_exact_reference(ix, live, q, k):
     got_ids, got_scores = ix.query(q, k)
     ids = np.array(sorted(live), dtype=np.int64)
     vecs = np.array([live[i] for i in ids.tolist()], dtype=np.float32).reshape(len(ids), q.shape[1])
@@ -53,7 +53,7 @@ def test_exact_cosine_stays_exact_through_changes(rng, threads):
     ix = Index(d, exact=True, capacity=8)
     live = {}
     q = rng.standard_normal((11, d)).astype(np.float32)
-    _check(ix, live, q, k)  # empty
+    assert_matches_exact_reference(ix, live, q, k)  # empty
     next_id = 0
     for step in range(30):
         op = step % 5
@@ -76,9 +76,9 @@ def test_exact_cosine_stays_exact_through_changes(rng, threads):
                 del live[i]
         else:
             ix.compact()  # drops the packed copy; rebuilt at the next query
-        _check(ix, live, q, k)
+        assert_matches_exact_reference(ix, live, q, k)
         if step % 7 == 0:
-            _check(ix, live, q, 1000)  # k > n: everything, in order
+            assert_matches_exact_reference(ix, live, q, 1000)  # k > n: everything, in order
 
 
 def test_exact_cosine_packed_copy_is_built_once_and_updated_in_place(rng, monkeypatch):
@@ -105,7 +105,7 @@ def test_exact_cosine_packed_copy_is_built_once_and_updated_in_place(rng, monkey
     ix.add(x[300:], np.arange(300, 500))
     ix.add(-x[:5], np.arange(5))
     ix.delete(np.arange(100, 150))
-    _check(ix, {**{i: x[i] for i in range(5, 500) if not 100 <= i < 150}, **{i: -x[i] for i in range(5)}}, q, 7)
+    assert_matches_exact_reference(ix, {**{i: x[i] for i in range(5, 500) if not 100 <= i < 150}, **{i: -x[i] for i in range(5)}}, q, 7)
     assert len(built) == 1  # updated, never rebuilt
 
 
