@@ -27,48 +27,16 @@ if ! have_simde; then
   have_simde || { echo "avx512-emulated.sh: SIMDe headers not found (install libsimde-dev)" >&2; exit 1; }
 fi
 
-# Build tools: pybind11's CMake config, cmake and ninja may live only in pip's isolated build env.
-if ! "$PY" -m pybind11 --cmakedir >/dev/null 2>&1; then "$PY" -m pip install -q pybind11; fi
-if ! command -v cmake >/dev/null 2>&1; then "$PY" -m pip install -q cmake; fi
-generator=()
-if command -v ninja >/dev/null 2>&1 || "$PY" -m pip install -q ninja; then
-  command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
-fi
-CXX=$(command -v "${CXX:-g++}")
+. .ci/kernel-build.sh
+ensure_build_tools
+build_kernels build/avx512emu -DPIXRANK_AVX512_EMULATED=ON -DCMAKE_BUILD_TYPE=Release
 
-# A cache made with another generator or compiler is rebuilt from scratch (CMake would otherwise drop
-# the -D settings below when it notices the compiler change).
-build=build/avx512emu
-if [[ -f "$build/CMakeCache.txt" ]] &&
-   { ! grep -q "^CMAKE_GENERATOR:INTERNAL=${generator[1]:-Unix Makefiles}$" "$build/CMakeCache.txt" ||
-     ! grep -q "^CMAKE_CXX_COMPILER:[A-Z]*=$CXX$" "$build/CMakeCache.txt"; }; then
-  rm -rf "$build"
-fi
-cmake -S . -B "$build" "${generator[@]}" -DPIXRANK_AVX512_EMULATED=ON -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_CXX_COMPILER="$CXX" -DPython_EXECUTABLE="$(command -v "$PY")" \
-  -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" >/dev/null
-cmake --build "$build" -j "$(nproc 2>/dev/null || echo 2)"
-so=$(find "$build" -maxdepth 1 -name '_kernels*.so' | head -n 1)
-if [[ -z "$so" ]]; then echo "avx512-emulated.sh: no _kernels*.so in $build" >&2; exit 1; fi
-
-# A throw-away package tree: the pure-Python sources plus the emulated build of the extension.
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cp -r python/pixrank "$tmp/pixrank"
-find "$tmp/pixrank" -name '_kernels*.so' -delete
-cp "$so" "$tmp/pixrank/"
-export PYTHONPATH="$tmp${PYTHONPATH:+:$PYTHONPATH}"
+# A throw-away package tree: the pure-Python sources plus the emulated build of the extension; its
+# sitecustomize drops an editable install's finder, in the test process and in the fresh interpreters
+# some tests start.
+make_package_tree
 export PIXRANK_SIMD=avx512
 
-# Import the emulated build, not an installed (or editable) pixrank: a scikit-build-core editable
-# install puts a redirecting finder on sys.meta_path (from a .pth file); a sitecustomize module on
-# PYTHONPATH (run after the .pth files) drops it so that PYTHONPATH wins, in the test process and in
-# the fresh interpreters some tests start.
-cat > "$tmp/sitecustomize.py" <<'PYEOF'
-import sys
-sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__.lower()
-                    and "Redirecting" not in type(f).__name__]
-PYEOF
 runner="$tmp/run_tests.py"
 cat > "$runner" <<PYEOF
 import os, sys

@@ -9,38 +9,17 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 PY=${PYTHON:-python3}
 
-# Build tools: pybind11's CMake config, cmake and ninja may live only in pip's isolated build env.
-if ! "$PY" -m pybind11 --cmakedir >/dev/null 2>&1; then "$PY" -m pip install -q pybind11; fi
-if ! command -v cmake >/dev/null 2>&1; then "$PY" -m pip install -q cmake; fi
-generator=()
-if command -v ninja >/dev/null 2>&1 || "$PY" -m pip install -q ninja; then
-  command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
-fi
-CXX=${CXX:-g++}
+. .ci/kernel-build.sh
+ensure_build_tools
 libasan=$("$CXX" -print-file-name=libasan.so)
 if [[ ! -e "$libasan" ]]; then
   echo "sanitize.sh: $CXX has no libasan.so (install the compiler's sanitizer runtime)" >&2
   exit 1
 fi
-
-build=build/asan
-if [[ -f "$build/CMakeCache.txt" ]] && ! grep -q "^CMAKE_GENERATOR:INTERNAL=${generator[1]:-Unix Makefiles}$" "$build/CMakeCache.txt"; then
-  rm -rf "$build"
-fi
-cmake -S . -B "$build" "${generator[@]}" -DPIXRANK_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_CXX_COMPILER="$CXX" -DPython_EXECUTABLE="$(command -v "$PY")" \
-  -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" >/dev/null
-cmake --build "$build" -j "$(nproc 2>/dev/null || echo 2)"
-so=$(find "$build" -maxdepth 1 -name '_kernels*.so' | head -n 1)
-if [[ -z "$so" ]]; then echo "sanitize.sh: no _kernels*.so in $build" >&2; exit 1; fi
+build_kernels build/asan -DPIXRANK_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 # A throw-away package tree: the pure-Python sources plus the sanitizer build of the extension.
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cp -r python/pixrank "$tmp/pixrank"
-find "$tmp/pixrank" -name '_kernels*.so' -delete
-cp "$so" "$tmp/pixrank/"
-mkdir -p "$tmp/logs"
+make_package_tree
 
 # libasan must come first; libstdc++ is preloaded too, or ASan cannot intercept __cxa_throw (the
 # python binary itself does not link libstdc++, so it is not loaded when ASan initialises).
@@ -48,7 +27,6 @@ libstdcxx=$("$CXX" -print-file-name=libstdc++.so)
 export LD_PRELOAD="$libasan:$libstdcxx${LD_PRELOAD:+:$LD_PRELOAD}"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:log_path=$tmp/logs/asan"
 export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:log_path=$tmp/logs/ubsan"
-export PYTHONPATH="$tmp${PYTHONPATH:+:$PYTHONPATH}"
 export PIXRANK_SANITIZE_RUN=1
 
 # Import the sanitizer build, not an installed (or editable) pixrank. A scikit-build-core editable
