@@ -144,6 +144,25 @@ def test_growth_beyond_capacity(rng):
     assert ix.ids().tolist() == list(range(1000))
 
 
+def test_growth_counts_only_new_ids_with_deleted_and_live_ones_in_a_call():
+    """An add mixing a live id (replaced), a deleted id (revived in its slot) and new ids
+    grows the graph by the new ids only, exactly to what they need."""
+    d = 6
+    x = np.eye(d, dtype=np.float32)[:4] + 0.1
+    ix = Index(d, capacity=4, num_threads=1)
+    ix.add(x, np.arange(4))
+    ix.delete([1])
+    assert ix.capacity == 4 and len(ix) == 3
+    ix.add(x[:2], [1, 2])  # a revived id and a replaced one: no new slot needed
+    assert ix.capacity == 4 and len(ix) == 4
+    ix.delete([3])
+    y = np.eye(d, dtype=np.float32)[[3, 4, 5]] + 0.2
+    ix.add(y, [3, 7, 9])  # one revived (slot 3), two new: 6 elements > 4 slots
+    assert ix.capacity == 8 and len(ix) == 6
+    assert ix.ids().tolist() == [0, 1, 2, 3, 7, 9]
+    np.testing.assert_allclose(ix.get_vectors([7])[0], y[1] / np.linalg.norm(y[1]), atol=1e-6)
+
+
 def test_k_larger_than_len_and_empty_index():
     ix = Index(3, num_threads=1)
     ids, scores = ix.query(np.ones((2, 3), np.float32), 5)

@@ -487,8 +487,11 @@ class Index:
             self._lock.release_write()
 
     def _add_hnsw(self, x, ids, id_list):
-        known = self._live.union(self._deleted) if self._deleted else self._live
-        n_new = sum(1 for i in id_list if i not in known)
+        live, deleted = self._live, self._deleted
+        if deleted:  # (no union: copying the id sets would cost O(len) per call)
+            n_new = sum(1 for i in id_list if i not in live and i not in deleted)
+        else:
+            n_new = sum(1 for i in id_list if i not in live)
         need = self._hnsw.element_count + n_new
         cap = self._hnsw.get_max_elements()
         if need > cap:
