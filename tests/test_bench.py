@@ -1,6 +1,6 @@
 """The benchmark suite's ``--quick`` mode runs, every row produces a number, and pixrank's
 outputs agree with each reference's (same GEMM result within tolerance, same layer outputs
-and gradients, same top-k ids, HNSW recall as raw hnswlib's). Never a speed.
+and gradients, same top-k ids, HNSW: the same ids as raw hnswlib on the same graph). Never a speed.
 
 The quick suite runs once per session (``python -m bench --quick --threads 1,2 --out
 <tmp>``, about a minute on 2 cores) and each test inspects its rows. Rows against PyTorch
@@ -159,13 +159,30 @@ def test_training_accuracy_above_chance(quick):
 
 
 def test_hnsw_recall_matches_raw_hnswlib(quick):
+    """pixrank and raw hnswlib query the same saved graph: identical ids, identical recall."""
     res, _ = quick
-    for r in _rows(res, "hnsw", "hnswlib"):
-        if r["unit"] == "build":
-            continue
+    rows = [r for r in _rows(res, "hnsw", "hnswlib") if r["unit"] != "build"]
+    assert {r["extra"]["ef"] for r in rows} == {10, 50}
+    for r in rows:
         rec = r["extra"]["recall"]
-        assert abs(rec["pixrank"] - rec["hnswlib"]) <= 0.03, (r["row"], rec)
+        assert r["check"]["hnswlib"]["ok"], (r["row"], r["check"])
+        assert rec["pixrank"] == rec["hnswlib"], (r["row"], rec)
         assert rec["pixrank"] > 0.5, (r["row"], rec)
+        own = r["extra"]["recall_own_build"]  # each side's own fresh build: the same quality
+        assert abs(own["pixrank"] - own["hnswlib"]) <= 0.03, (r["row"], own)
+
+
+def test_hnsw_builds_are_paired_and_the_1_thread_graphs_identical(quick):
+    res, _ = quick
+    builds = [r for r in _rows(res, "hnsw", "hnswlib") if r["unit"] == "build"]
+    for kind in ("gaussian", "clustered"):
+        mine = [r for r in builds if r["extra"]["kind"] == kind]
+        assert {r["threads"] for r in mine} == {1, 2}, [(r["row"], r["threads"]) for r in mine]
+        for r in mine:
+            assert r["extra"]["repeats"] >= 1 and len(r["samples"]["pixrank"]) == r["extra"]["repeats"]
+            assert len(r["samples"]["hnswlib"]) == r["extra"]["repeats"]
+        one = [r for r in mine if r["threads"] == 1]
+        assert len(one) == 1 and one[0]["check"]["hnswlib"]["ok"], one[0]["check"]
 
 
 def test_cli_rejects_an_unknown_group():
