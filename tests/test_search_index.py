@@ -560,3 +560,68 @@ def test_queries_concurrent_with_adds_and_deletes(rng):
             t.join()
     assert not errors, errors
     assert len(ix) == 3000 - 14 * 50
+
+
+# ---- wrapping a raw hnswlib index ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("space", ["cosine", "ip", "l2"])
+def test_from_hnswlib_answers_exactly_as_raw_hnswlib_on_the_same_graph(rng, space):
+    import hnswlib
+
+    x = clustered(rng, 9000, 16)  # > 2 blocks of 4096 labels
+    q = clustered(rng, 50, 16)
+    raw = hnswlib.Index(space=space, dim=16)
+    raw.init_index(max_elements=9000, M=12, ef_construction=64, random_seed=7)
+    raw.add_items(x, np.arange(9000) * 3, num_threads=1)
+    dead = [3 * 5, 3 * 4100, 3 * 4101, 3 * 8999]  # in the first, second and third block
+    for i in dead:
+        raw.mark_deleted(i)
+    raw.set_ef(40)
+    want_ids, want_d = raw.knn_query(q, k=10, num_threads=1)
+    ix = Index.from_hnswlib(raw, num_threads=1)
+    assert ix.space == space and ix.dim == 16 and ix.M == 12 and ix.ef_construction == 64 and ix.ef == 40
+    assert len(ix) == 9000 - len(dead) and ix.capacity == 9000
+    assert ix.ids().tolist() == sorted(set(range(0, 27000, 3)) - set(dead))
+    ids, scores = ix.query(q, 10)
+    np.testing.assert_array_equal(ids, want_ids.astype(np.int64))
+    want = -want_d if space == "l2" else 1 - want_d
+    np.testing.assert_allclose(scores, want, rtol=0, atol=1e-6)
+    assert not set(ids.ravel().tolist()) & set(dead)
+    # it keeps working as an Index: revive a deleted id, add new ones, delete, save/load
+    ix.add(x[:2], [dead[0], 27001])
+    assert dead[0] in ix and 27001 in ix and len(ix) == 9000 - len(dead) + 2
+    ix.delete([0])
+    assert 0 not in ix
+
+
+def test_from_hnswlib_default_ef_and_save_load(tmp_path, rng):
+    import hnswlib
+
+    x = clustered(rng, 500, 8, clusters=10)
+    raw = hnswlib.Index(space="cosine", dim=8)
+    raw.init_index(max_elements=600, M=8, ef_construction=50, random_seed=1)
+    raw.add_items(x, np.arange(500))
+    ix = Index.from_hnswlib(raw, ef=25, seed=1)
+    assert ix.ef == 25 and raw.ef == 25 and ix.config()["seed"] == 1
+    ix.save(tmp_path / "ix")
+    back = Index.load(tmp_path / "ix", num_threads=1)
+    np.testing.assert_array_equal(back.query(x[:20], 5)[0], ix.query(x[:20], 5)[0])
+
+
+def test_from_hnswlib_rejects_what_it_cannot_wrap():
+    import hnswlib
+
+    with pytest.raises(TypeError, match="hnswlib.Index"):
+        Index.from_hnswlib(object())
+    fresh = hnswlib.Index(space="cosine", dim=4)  # not initialised: hnswlib's methods would crash
+    with pytest.raises(ValueError, match="not initialised"):
+        Index.from_hnswlib(fresh)
+    big = hnswlib.Index(space="ip", dim=4)
+    big.init_index(max_elements=4, M=300)
+    with pytest.raises(ValueError, match="M must be <= 200"):
+        Index.from_hnswlib(big)
+    empty = hnswlib.Index(space="l2", dim=3)
+    empty.init_index(max_elements=4)
+    ix = Index.from_hnswlib(empty)
+    assert len(ix) == 0 and ix.query(np.ones(3, np.float32), 2)[0].shape == (1, 0)

@@ -963,6 +963,77 @@ class Index:
         ix._lock.key = ix._ef
         return ix
 
+    @classmethod
+    def from_hnswlib(cls, index, *, ef: int | None = None, seed: int = 100,
+                     num_threads: int | None = None) -> "Index":
+        """Wrap an existing ``hnswlib.Index`` (built or loaded by raw hnswlib) without a copy.
+
+        The returned :class:`Index` searches, extends and deletes in that very graph, so results
+        equal raw hnswlib's for the same ``k`` and ``ef``. It takes the object over: do not use
+        ``index`` directly afterwards (its ``ef`` and its elements are then the Index's state,
+        kept consistent under the Index's lock; a direct ``set_ef``, ``add_items`` or
+        ``mark_deleted`` would go unseen).
+
+        Live and deleted elements are told apart by reading every stored vector once
+        (hnswlib's ``get_items`` refuses deleted labels), in blocks of 4,096: ``O(n * dim)``
+        memory traffic, about 0.1 s for 100k vectors of 128 floats.
+
+        Args:
+            index: an initialised (``init_index`` or ``load_index``) ``hnswlib.Index``, any
+                space (``'cosine'``, ``'ip'``, ``'l2'``), ``M`` within 2..200.
+            ef: the default query ``ef`` (default: the index's current ``ef``).
+            seed: recorded as the Index's seed (used by :meth:`compact` to rebuild; hnswlib
+                does not expose the seed the graph was built with).
+            num_threads: as for :class:`Index`.
+
+        Raises:
+            TypeError: ``index`` is not an ``hnswlib.Index``.
+            ValueError: the index is not initialised, has another space, or parameters
+                outside :class:`Index`'s ranges (``M`` 2..200).
+        """
+        import hnswlib
+
+        if not isinstance(index, hnswlib.Index):
+            raise TypeError(f"Index.from_hnswlib: index must be an hnswlib.Index, got {type(index).__name__}")
+        # the read-only properties are safe on an uninitialised index (0 there); its methods
+        # (get_max_elements, get_ids_list, ...) crash the process, so check first
+        if int(index.max_elements) < 1:
+            raise ValueError("Index.from_hnswlib: the hnswlib index is not initialised (call init_index "
+                             "or load_index first)")
+        space, dim = index.space, int(index.dim)
+        m, efc, cur_ef = int(index.M), int(index.ef_construction), int(index.ef)
+        if space not in _SPACES_HNSW:
+            raise ValueError(f"Index.from_hnswlib: space must be one of {_SPACES_HNSW}, got {space!r}")
+        try:
+            ix = cls(dim, space=space, M=m, ef_construction=efc, ef=cur_ef if ef is None else ef,
+                     capacity=1, seed=seed, num_threads=num_threads)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"Index.from_hnswlib: unsupported hnswlib index: {e}") from None
+        labels = np.asarray(index.get_ids_list(), dtype=np.uint64)
+        live_parts, deleted = [], []
+        for s0 in range(0, labels.size, 4096):
+            block = labels[s0:s0 + 4096]
+            try:
+                index.get_items(block)
+                live_parts.append(block)
+            except RuntimeError:  # a deleted label in the block: sort them out one by one
+                for lab in block.tolist():
+                    try:
+                        index.get_items([lab])
+                        live_parts.append(np.array([lab], np.uint64))
+                    except RuntimeError:
+                        deleted.append(lab)
+        live = np.concatenate(live_parts).view(np.int64) if live_parts else _EMPTY_IDS
+        if live.size and live.min() < 0:
+            raise ValueError("Index.from_hnswlib: the hnswlib index has labels above 2**63 - 1 "
+                             "(Index ids are int64)")
+        ix._hnsw = index
+        ix._live = set(live.tolist())
+        ix._deleted = set(deleted)
+        index.set_ef(ix._ef)
+        ix._lock.key = ix._ef
+        return ix
+
     @staticmethod
     def _load_npy(p, role):
         try:
