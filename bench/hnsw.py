@@ -40,15 +40,20 @@ to run, so single builds say little):
   between data sets). When ``n`` is at most 20,000 the full builds are the repeated ones.
 
 Queries, "at the same recall": a multi-threaded build gives a slightly different graph on
-each side, so the same ``ef`` does not give the same recall, nor the same work. So pixrank's
-full-size graph is saved (``Index.save``) and loaded twice: by ``Index.load`` (the pixrank
-side) and by raw ``hnswlib.Index.load_index`` on the hnswlib file that the saved header names
-(the reference side). Both search the identical graph, laid out identically in memory, and
-return identical ids: the q/s ratio is the wrapper's cost alone, at exactly the same recall.
-The notes give the recall@10 of each side's own fresh build, to show that the two builds
-make graphs of the same quality. FAISS searches its own graph. Paired timing, all ``Q``
-queries per call, 5 alternated samples per side, at every thread count; queries/s =
-``Q / median``. Recall@10 against exact cosine search (numpy, float32).
+each side, so the same ``ef`` does not give the same recall, nor the same work. So raw
+hnswlib's full-size graph is also wrapped, without a copy, by ``Index.from_hnswlib``: both
+sides search the very same graph object (same memory, so no difference of page placement
+either) and return identical ids: the q/s ratio is the wrapper's cost alone, at exactly the
+same recall. The notes give the recall@10 of each side's own fresh build, to show that
+pixrank's build makes a graph of the same quality. FAISS searches its own graph. Paired
+timing, all ``Q`` queries per call, 5 alternated samples per side, at every thread count;
+queries/s = ``Q / median``. Recall@10 against exact cosine search (numpy, float32).
+
+On this machine the speed of the (virtual) cores drifts by up to 2x over seconds, with no
+other process running and no steal time reported (2-thread samples of one identical call
+ranged 138-302 ms), so each hnswlib row's notes also give the median over rounds of the
+per-round ratio (the two sides' samples of a round are taken back to back), which that
+drift moves less than the ratio of the medians.
 
 Checks (hnswlib rows): the 1-thread builds and the shared-graph queries give identical
 top-10 ids on both sides.
@@ -57,7 +62,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import tempfile
 import time
 
 import numpy as np
@@ -240,7 +244,8 @@ def run(refs: list[str], threads: list[int], quick: bool, log=print) -> list[dic
                                  unit="build", check=check,
                                  extra={"kind": kind, "n": n_one, "d": d, "repeats": reps},
                                  notes=[f"{_reps_note(reps)} of the first {n_one} vectors (deterministic at 1 "
-                                        f"thread: both sides build the identical graph, checked)"]))
+                                        f"thread: both sides build the identical graph, checked)",
+                                        *_paired_note(timing, "hnswlib", "build")]))
             log(f"  hnsw {kind} build {n_one} t=1: " + _fmt_builds(timing))
             del last
 
@@ -252,7 +257,8 @@ def run(refs: list[str], threads: list[int], quick: bool, log=print) -> list[dic
                                  [r for r in refs if r == "hnswlib"], unit="build",
                                  extra={"kind": kind, "n": n_rep, "d": d, "repeats": reps},
                                  notes=[f"{_reps_note(reps)} of the first {n_rep} vectors (threads insert in "
-                                        f"a varying order: the graphs differ slightly)"]))
+                                        f"a varying order: the graphs differ slightly)",
+                                        *_paired_note(timing, "hnswlib", "build")]))
             log(f"  hnsw {kind} build {n_rep} t={build_threads}: " + _fmt_builds(timing))
             del last
         # the full-size builds (the graphs queried below): repeated when they are the small ones,
@@ -264,34 +270,27 @@ def run(refs: list[str], threads: list[int], quick: bool, log=print) -> list[dic
                 else _reps_note(full_reps))
         rows.append(make_row(GROUP, f"{kind}: build {_k(n)} x {d}", build_threads, timing, refs, unit="build",
                              extra={"kind": kind, "n": n, "d": d, "order": order, "repeats": full_reps},
-                             notes=[note]))
+                             notes=[note, *_paired_note(timing, "hnswlib", "build")]))
         log(f"  hnsw {kind} build {n} t={build_threads}: " + _fmt_builds(timing))
 
         # ------------------------------------------------ one graph for pixrank and hnswlib
-        # pixrank's graph, saved by Index.save; pixrank queries it through Index.load, raw hnswlib
-        # loads the very same hnswlib file (named in the saved header), so both sides search the
-        # identical graph laid out identically in memory: the q/s ratio is the wrapper's cost, at
-        # exactly the same recall.
+        # raw hnswlib's graph, wrapped without a copy by Index.from_hnswlib: both sides search the
+        # very same object in memory (same graph, same memory placement) and return identical
+        # ids, so the q/s ratio is the wrapper's cost alone, at exactly the same recall.
         own_recall = {name: {ef: recall_at_k(qfns[name](ix, ef, build_threads), truth) for ef in efs}
                       for name, ix in built.items()}
         queried = {}
         share_note = None
-        with tempfile.TemporaryDirectory(prefix="pixrank-bench-hnsw-") as tmp:
-            if "pixrank" in built:
-                built["pixrank"].save(tmp)
-                queried["pixrank"] = Index.load(tmp, num_threads=build_threads)
-                hnswlib = libs.get("hnswlib")
-                if "hnswlib" in refs and not isinstance(hnswlib, Exception):
-                    graph = os.path.join(tmp, Index.read_header(tmp)["files"]["graph"]["name"])
-                    hx = hnswlib.Index(space="cosine", dim=d)
-                    hx.load_index(graph, max_elements=0)
-                    queried["hnswlib"] = hx
-                    share_note = ("pixrank and hnswlib on the same graph (pixrank's build, saved; loaded by "
-                                  "Index.load and by hnswlib's load_index)")
+        if "hnswlib" in built:
+            queried["hnswlib"] = built["hnswlib"]
+            if Index is not None:
+                queried["pixrank"] = Index.from_hnswlib(built["hnswlib"], num_threads=build_threads)
+                share_note = ("pixrank and hnswlib search the same graph object (hnswlib's build, wrapped by "
+                              "Index.from_hnswlib)")
+        elif "pixrank" in built:
+            queried["pixrank"] = built["pixrank"]
         if "faiss" in built:
             queried["faiss"] = built["faiss"]
-        if "hnswlib" in built and "hnswlib" not in queried:
-            queried["hnswlib"] = built["hnswlib"]
         built.clear()
 
         # ------------------------------------------------------------- queries
@@ -322,7 +321,7 @@ def run(refs: list[str], threads: list[int], quick: bool, log=print) -> list[dic
                 timing = paired_time(sides, repeats=1 if quick else QUERY_REPEATS, warmup=1,
                                      min_sample_s=0.002 if quick else 0.1)
                 row = make_row(GROUP, f"{kind}: ef={ef}", nt, timing, refs, unit=f"{nq} queries", check=check,
-                               notes=notes,
+                               notes=notes + _paired_note(timing, "hnswlib", "q/s"),
                                extra={"kind": kind, "ef": ef, "recall": recalls, "n": n, "d": d, "Q": nq,
                                       "recall_own_build": {s: own_recall[s][ef] for s in own_recall},
                                       "qps": {s: nq / t["median_s"] for s, t in timing.items() if "median_s" in t}})
@@ -332,6 +331,22 @@ def run(refs: list[str], threads: list[int], quick: bool, log=print) -> list[dic
                     for s in sides))
         del queried
     return rows
+
+
+def _paired_note(timing: dict, ref: str, what: str) -> list[str]:
+    """A note with the median over rounds of the per-round ratio ``ref time / pixrank time``.
+
+    Each round of :func:`paired_time` (and of the repeated builds) times the sides back to
+    back, so the two samples of a round mostly share the machine's state; on this shared
+    machine the speed of the virtual cores drifts by up to 2x over seconds (no other process,
+    no steal time reported), and the median of the per-round ratios is less sensitive to that
+    drift than the ratio of the two medians. Empty when a side has under 3 samples."""
+    a, b = timing.get("pixrank", {}).get("samples"), timing.get(ref, {}).get("samples")
+    if not a or not b or min(len(a), len(b)) < 3:
+        return []
+    r = sorted(y / x for x, y in zip(a, b))
+    return [f"{what} ratio vs {ref} per round (adjacent samples): median {statistics.median(r):.2f}x, "
+            f"range {r[0]:.2f}-{r[-1]:.2f}x over {len(r)} rounds"]
 
 
 def _reps_note(reps: int) -> str:

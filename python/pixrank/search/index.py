@@ -21,6 +21,9 @@ Scores by space (always "higher is better")::
     'ip'      score = <q, v>                    (hnswlib distance 1 - <q, v>)
     'l2'      score = -|q - v|^2                (hnswlib distance is the squared L2 distance)
 
+An index built or loaded by raw hnswlib can be wrapped, without a copy, by
+:meth:`Index.from_hnswlib`.
+
 Ids are non-negative int64 (hnswlib labels). Re-adding an id that is present replaces its
 vector (hnswlib updates the element in place; an id deleted earlier is revived in its old
 slot). Deleted elements stay in the HNSW graph as way-points (hnswlib's ``mark_deleted``)
