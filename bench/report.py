@@ -222,7 +222,10 @@ TARGETS = [
     ("cnn epoch: ≥ 1× PyTorch", "training", lambda r: r["row"].startswith("cnn"), "torch", 1.0),
     ("exact top-10: ≥ 1.5× FAISS IndexFlatIP", "ranking", lambda r: True, "faiss", 1.5),
     ("exact top-10: ≥ 2× numpy", "ranking", lambda r: True, "numpy", 2.0),
-    ("HNSW via Index: within 5 % of raw hnswlib (q/s and build)", "hnsw", lambda r: True, "hnswlib", 0.95),
+    # single full-size builds (one sample per side on a machine whose speed drifts) are reported in the
+    # HNSW table but not judged here; the repeated (median) builds are
+    ("HNSW via Index: within 5 % of raw hnswlib (q/s on the same graph; builds: medians of repeated builds)",
+     "hnsw", lambda r: r["unit"] != "build" or (r.get("extra") or {}).get("repeats", 1) > 1, "hnswlib", 0.95),
 ]
 
 
