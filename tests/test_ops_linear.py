@@ -1,8 +1,8 @@
 """ops.linear_backward (the dense layer's fused backward) and autograd's linear against float64 numpy.
 
-linear_backward computes the ReLU mask and the bias gradient in one pass over dy, then dx = g @ w.T
-and dw = x.T @ g as single-threaded GEMMs on output strips that its threads take dynamically (at
-2 threads dx and dw run concurrently; at 3 and more each product is cut into strips). Checked on every
+linear_backward computes the ReLU mask and the bias gradient in one pass over dy (split by rows
+across threads when large), then dx = g @ w.T and dw = x.T @ g, one multi-threaded GEMM each (either
+skipped on request). Checked on every
 SIMD path the module offers (set_simd; AVX-512 under emulation by .ci/avx512-emulated.sh) at 1, 2, 3
 and 16 threads, with and without the ReLU, with each product skipped (need_dx / need_dw), at shapes
 of 1, just under/over the micro-tile and block sizes, and empty ones. Error bounds: reference.gemm_atol
@@ -96,8 +96,8 @@ def test_linear_backward_empty(nthreads, rng, shape, relu):
 
 
 def test_linear_backward_all_threads_agree(rng):
-    """The strip split (1 thread: whole products; 2: one product each; 3, 16: strips) changes no
-    element beyond the GEMM's own error bound, and every strip edge is covered exactly once."""
+    """Every thread count (the mask pass split by rows, the GEMMs' own tilings) stays within the
+    GEMM's own error bound."""
     x, w, dy, y = _data(rng, 128, 784, 200, dead_rows=True)
     old = pixrank.get_num_threads()
     try:

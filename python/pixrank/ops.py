@@ -427,8 +427,7 @@ def linear_backward(x, w, dy, y=None, relu=False, *, need_dx=True, need_dw=True)
     With ``g = dy * (y > 0)`` when ``relu`` (the mask is applied once) and ``g = dy``
     otherwise: ``dx = g @ w.T``, ``dw = x.T @ g``, ``db = g.sum(axis=0)`` (summed in
     float64), computed by the transposing GEMM without materialising any transpose. The mask
-    and ``db`` are one pass over ``dy``; at 2 threads and more, ``dx`` and ``dw`` are computed
-    concurrently, each by single-threaded GEMMs on its own threads.
+    and ``db`` are one pass over ``dy``.
 
     Args:
         x: the layer's input ``(M, K)``.
