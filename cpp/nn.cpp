@@ -48,11 +48,12 @@ void mask_and_sum_rows(int64_t r0, int64_t r1, int64_t cols, const float* dy, co
 // ---------------------------------------------------------------------------------- dense layers
 
 // One pass over dy computes the mask and the bias gradient's column sums (split by rows across
-// threads when there are more than ~32k elements per thread); then dx and dw are one multi-threaded
-// GEMM each. Computing them concurrently instead (one single-threaded GEMM per thread, no split) was
-// measured and is slower on 2 cores: 128x784->200 at 2 threads 768 us against 675 us for the two
-// 2-thread GEMMs one after the other (medians of 21 interleaved samples; 3136->128: 2176 vs 2125 us),
-// presumably because each core then holds a whole product's operands instead of half of them.
+// threads when there are more than ~32k elements per thread); then dx and dw. At exactly 2 threads
+// with both wanted, each is one single-threaded GEMM on its own thread, concurrently; measured on 2
+// cores against the two 2-thread GEMMs one after the other (medians of 21 interleaved samples, two
+// rounds): 128x784->200 719/688 us vs 756/716 us, 1024x784->200 5.71/5.67 vs 5.98/6.21 ms,
+// 128x3136->128 equal (2.09/2.04 ms). Otherwise (one product, or 3 threads and more: the products
+// cut into strips that single-threaded GEMMs share was slower) one multi-threaded GEMM per product.
 void linear_backward(int64_t M, int64_t K, int64_t N, const float* x, const float* w, const float* dy,
                      const float* y, bool relu, float* dx, float* dw, float* db, int threads) {
     if (relu && !y) throw std::invalid_argument("linear_backward: relu=True needs y (the forward output)");
@@ -77,9 +78,22 @@ void linear_backward(int64_t M, int64_t K, int64_t N, const float* x, const floa
         }
     }
     // dx (M, K) = g (M, N) @ w^T: w is stored (K, N), so trans_b. N == 0 writes zeros.
-    if (dx) sgemm(M, K, N, gsrc, N, false, w, N, true, dx, K, nullptr, false, false, static_cast<int>(nt));
+    const auto run_dx = [&](int th) { sgemm(M, K, N, gsrc, N, false, w, N, true, dx, K, nullptr, false, false, th); };
     // dw (K, N) = x^T (K, M) @ g (M, N): x is stored (M, K), so trans_a. M == 0 writes zeros.
-    if (dw) sgemm(K, N, M, x, K, true, gsrc, N, false, dw, N, nullptr, false, false, static_cast<int>(nt));
+    const auto run_dw = [&](int th) { sgemm(K, N, M, x, K, true, gsrc, N, false, dw, N, nullptr, false, false, th); };
+    const double prod = static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
+    if (nt == 2 && dx && dw && prod >= 2.0 * 64.0 * 64.0 * 64.0) {
+        // exactly 2 threads: each product on its own thread, concurrently (a few % faster here)
+        ExceptionCarrier carrier;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(2) schedule(dynamic, 1)
+#endif
+        for (int i = 0; i < 2; ++i) carrier.run([&] { i == 0 ? run_dx(1) : run_dw(1); });
+        carrier.rethrow();
+        return;
+    }
+    if (dx) run_dx(static_cast<int>(nt));
+    if (dw) run_dw(static_cast<int>(nt));
 }
 
 // ------------------------------------------------------------------------------------ row softmax

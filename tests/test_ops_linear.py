@@ -1,8 +1,9 @@
 """ops.linear_backward (the dense layer's fused backward) and autograd's linear against float64 numpy.
 
 linear_backward computes the ReLU mask and the bias gradient in one pass over dy (split by rows
-across threads when large), then dx = g @ w.T and dw = x.T @ g, one multi-threaded GEMM each (either
-skipped on request). Checked on every
+across threads when large), then dx = g @ w.T and dw = x.T @ g (either skipped on request): at
+exactly 2 threads one single-threaded GEMM per product, concurrently; otherwise one multi-threaded
+GEMM each. Checked on every
 SIMD path the module offers (set_simd; AVX-512 under emulation by .ci/avx512-emulated.sh) at 1, 2, 3
 and 16 threads, with and without the ReLU, with each product skipped (need_dx / need_dw), at shapes
 of 1, just under/over the micro-tile and block sizes, and empty ones. Error bounds: reference.gemm_atol
