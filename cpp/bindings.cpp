@@ -182,7 +182,8 @@ py::array matmul_naive(py::handle a_, py::handle b_, py::handle bias_, bool relu
     return std::move(c);
 }
 
-py::tuple linear_backward(py::handle x_, py::handle w_, py::handle dy_, py::handle y_, bool relu) {
+py::tuple linear_backward(py::handle x_, py::handle w_, py::handle dy_, py::handle y_, bool relu, bool need_dx,
+                          bool need_dw) {
     const char* fn = "linear_backward";
     py::array x = f32(x_, fn, "x", 2, "(M, K)");
     py::array w = f32(w_, fn, "w", 2, "(K, N)");
@@ -200,10 +201,21 @@ py::tuple linear_backward(py::handle x_, py::handle w_, py::handle dy_, py::hand
     } else if (relu) {
         fail(fn, "relu=True needs y (the forward output, shape (M, N) = " + dims_str({M, N}) + ")");
     }
-    auto dx = new_f32({M, K});
-    auto dw = new_f32({K, N});
+    // only the gradients asked for are allocated and computed; the others come back as None
+    py::object dx = py::none(), dw = py::none();
+    float *dxp = nullptr, *dwp = nullptr;
+    if (need_dx) {
+        auto a = new_f32({M, K});
+        dxp = mp(a);
+        dx = std::move(a);
+    }
+    if (need_dw) {
+        auto a = new_f32({K, N});
+        dwp = mp(a);
+        dw = std::move(a);
+    }
     auto db = new_f32({N});
-    float *dxp = mp(dx), *dwp = mp(dw), *dbp = mp(db);
+    float* dbp = mp(db);
     const float *xp = fp(x), *wp = fp(w), *dyp = fp(dy);
     {
         py::gil_scoped_release release;
@@ -592,7 +604,8 @@ PYBIND11_MODULE(_kernels, m) {
           "trans_b"_a = false, "op(a) @ op(b) (+ bias) (ReLU), float32, fused epilogue");
     m.def("matmul_naive", &matmul_naive, "a"_a, "b"_a, "bias"_a = py::none(), "relu"_a = false, "trans_a"_a = false,
           "trans_b"_a = false, "the plain-loop reference of matmul (slow; for tests)");
-    m.def("linear_backward", &linear_backward, "x"_a, "w"_a, "dy"_a, "y"_a = py::none(), "relu"_a = false);
+    m.def("linear_backward", &linear_backward, "x"_a, "w"_a, "dy"_a, "y"_a = py::none(), "relu"_a = false,
+          "need_dx"_a = true, "need_dw"_a = true);
     m.def("softmax", &softmax, "logits"_a);
     m.def("log_softmax", &log_softmax, "logits"_a);
     m.def("softmax_cross_entropy", &softmax_cross_entropy, "logits"_a, "labels"_a);

@@ -24,9 +24,11 @@ namespace pixrank {
 
 // Gradients of y = relu?(x @ w + b).
 //   x (M, K), w (K, N), dy (M, N), y (M, N) or nullptr (required when relu: mask = y > 0).
-//   dx (M, K) = g @ w^T, dw (K, N) = x^T @ g, db (N,) = sum_rows g, where g = dy * mask.
+//   dx (M, K) = g @ w^T, dw (K, N) = x^T @ g, db (N,) = sum_rows g (summed in double), where
+//   g = dy * mask. Any of dx, dw, db may be nullptr: that gradient is not computed. M == 0 gives zero
+//   dw and db. threads <= 0 means num_threads(); inside a parallel region it runs on the calling thread.
 void linear_backward(int64_t M, int64_t K, int64_t N, const float* x, const float* w, const float* dy,
-                     const float* y, bool relu, float* dx, float* dw, float* db);
+                     const float* y, bool relu, float* dx, float* dw, float* db, int threads = 0);
 
 // ------------------------------------------------------------------------------------ row softmax
 

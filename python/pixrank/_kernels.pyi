@@ -26,7 +26,8 @@ def matmul_naive(
 ) -> F32:
     """The plain triple-loop reference of matmul (double accumulation); slow, for tests."""
 
-def linear_backward(x: F32, w: F32, dy: F32, y: F32 | None = None, relu: bool = False) -> tuple[F32, F32, F32]:
+def linear_backward(x: F32, w: F32, dy: F32, y: F32 | None = None, relu: bool = False, need_dx: bool = True,
+                    need_dw: bool = True) -> tuple[F32 | None, F32 | None, F32]:
     """Gradients of y = relu?(x @ w + b): x (M, K), w (K, N), dy (M, N), y (M, N) (needed when relu).
     Returns (dx (M, K), dw (K, N), db (N,))."""
 

@@ -182,11 +182,17 @@ class Tensor:
             RuntimeError: the tensor does not require grad, or it has several elements and
                 no ``grad`` is given.
         """
-        leaves = _backprop(self, grad, retain_graph)
+        fresh: set = set()
+        leaves = _backprop(self, grad, retain_graph, fresh)
         for t, g in leaves:
+            if (t.grad is None and id(t) in fresh and type(g) is np.ndarray and g.dtype == _F32
+                    and g.shape == t.data.shape):
+                t.grad = g  # a new array nothing else refers to: stored as it is, not copied
+                continue
             if g.shape != t.data.shape:
                 g = np.broadcast_to(g, t.data.shape)
-            # own, writable copies: a gradient array may be shared between leaves (add)
+            # own, writable copies: a gradient array may be shared between leaves (add), or be
+            # the caller's seed gradient or an array an op keeps for its backward pass
             t.grad = np.array(g, dtype=_F32) if t.grad is None else t.grad + g
 
     # ---- operators
@@ -302,8 +308,20 @@ def _topo(root: Tensor) -> list:
     return order
 
 
-def _backprop(root: Tensor, grad, retain_graph: bool) -> list:
-    """Run the backward pass; return ``[(leaf, grad), ...]`` for leaves requiring grad."""
+def _fresh(backward):
+    """Mark an op's backward closure as returning new arrays that nothing else refers to (e.g.
+    straight from a kernel), one per parent: a leaf's first gradient is then stored as it is
+    by :meth:`Tensor.backward` instead of copied."""
+    backward.fresh = True
+    return backward
+
+
+def _backprop(root: Tensor, grad, retain_graph: bool, fresh: set | None = None) -> list:
+    """Run the backward pass; return ``[(leaf, grad), ...]`` for leaves requiring grad.
+
+    When ``fresh`` is a set, the ids of the leaves whose returned gradient is a new array that
+    nothing else refers to (from a :func:`_fresh` backward, or a sum made here) are added to it.
+    """
     if not root.requires_grad:
         raise RuntimeError("backward: this tensor does not require grad (no Parameter or "
                            "requires_grad=True tensor was used to compute it, or it was made under no_grad)")
@@ -327,6 +345,7 @@ def _backprop(root: Tensor, grad, retain_graph: bool) -> list:
         if g is None:
             continue
         pgs = fn(g)
+        owned = fresh is not None and getattr(fn, "fresh", False)
         for p, pg in zip(parents, pgs):
             if pg is None or not p.requires_grad:
                 continue
@@ -334,8 +353,12 @@ def _backprop(root: Tensor, grad, retain_graph: bool) -> list:
             if p._ctx is None:
                 if k in leaves:
                     leaves[k] = (p, leaves[k][1] + pg)
+                    if fresh is not None:
+                        fresh.add(k)  # the sum is a new array
                 else:
                     leaves[k] = (p, pg)
+                    if owned:
+                        fresh.add(k)
             elif k in grads:
                 grads[k] = grads[k] + pg
             else:
@@ -423,8 +446,8 @@ def linear(x, w, b=None, relu: bool = False) -> Tensor:
     """Fully connected layer ``y = x @ w + b`` (then ``max(y, 0)`` if ``relu``), fused.
 
     One ``ops.matmul(x, w, b, relu)`` forward; one ``ops.linear_backward(x, w, dy, y, relu)``
-    backward (when ``x`` needs no gradient: ``ops.matmul(x, dy_masked, trans_a=True)`` and a
-    column sum, skipping the unneeded ``dx`` product).
+    backward, which skips the ``dx`` product when ``x`` needs no gradient (a first layer) and
+    the ``dw`` product when ``w`` needs none (a frozen kernel).
 
     Shapes: x ``(M, K)``, w ``(K, N)``, b ``(N,)`` or None -> ``(M, N)``.
     """
@@ -437,14 +460,10 @@ def linear(x, w, b=None, relu: bool = False) -> Tensor:
         return Tensor(y)
     X, W = x.data, w.data
 
+    @_fresh
     def backward(g):
-        if x.requires_grad:
-            dx, dw, db = ops.linear_backward(X, W, g, y if relu else None, relu)
-        else:
-            dx = None
-            gm = g * (y > 0) if relu else g
-            dw = ops.matmul(X, gm, trans_a=True) if w.requires_grad else None
-            db = gm.sum(axis=0) if bt is not None else None
+        dx, dw, db = ops.linear_backward(X, W, g, y if relu else None, relu,
+                                         need_dx=x.requires_grad, need_dw=w.requires_grad)
         return (dx, dw) if bt is None else (dx, dw, db)
 
     return _make(y, backward, parents)
@@ -467,6 +486,7 @@ def conv2d(x, w, b=None, stride=1, padding="valid", relu: bool = False) -> Tenso
         return Tensor(y)
     X, W = x.data, w.data
 
+    @_fresh
     def backward(g):
         dx, dw, db = ops.conv2d_backward(X, W, g, stride=stride, padding=padding,
                                          y=y if relu else None, relu=relu)

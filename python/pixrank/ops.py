@@ -421,12 +421,13 @@ def matmul(a, b, bias=None, relu=False, trans_a=False, trans_b=False) -> np.ndar
     return _K.matmul(a, b, bias, relu, ta, tb)
 
 
-def linear_backward(x, w, dy, y=None, relu=False):
+def linear_backward(x, w, dy, y=None, relu=False, *, need_dx=True, need_dw=True):
     """Gradients of a dense layer ``y = relu?(x @ w + b)``: ``(dx, dw, db)``.
 
     With ``g = dy * (y > 0)`` when ``relu`` (the mask is applied once) and ``g = dy``
-    otherwise: ``dx = g @ w.T``, ``dw = x.T @ g``, ``db = g.sum(axis=0)``, computed by the
-    transposing GEMM without materialising any transpose.
+    otherwise: ``dx = g @ w.T``, ``dw = x.T @ g``, ``db = g.sum(axis=0)`` (summed in
+    float64), computed by the transposing GEMM without materialising any transpose. The mask
+    and ``db`` are one pass over ``dy``.
 
     Args:
         x: the layer's input ``(M, K)``.
@@ -435,17 +436,20 @@ def linear_backward(x, w, dy, y=None, relu=False):
         y: the layer's output ``(M, N)``; required when ``relu`` (its mask is ``y > 0``),
             ignored otherwise.
         relu: the layer applied a ReLU.
+        need_dx: compute ``dx`` (False: ``dx`` is returned as None and its product skipped,
+            e.g. for a first layer whose input needs no gradient).
+        need_dw: compute ``dw`` (False: returned as None, e.g. for a frozen kernel).
 
     Shape:
         x ``(M, K)``, w ``(K, N)``, dy and y ``(M, N)`` -> dx ``(M, K)``, dw ``(K, N)``,
         db ``(N,)``. ``M == 0`` gives an empty dx and zero dw, db.
 
     Returns:
-        ``(dx, dw, db)``, float32.
+        ``(dx, dw, db)``, float32 (``dx`` / ``dw`` None when not asked for).
 
     Raises:
         ValueError: wrong ranks or mismatched shapes, or ``relu=True`` without ``y``.
-        TypeError: a non-numeric dtype, or ``relu`` not a bool.
+        TypeError: a non-numeric dtype, or ``relu``, ``need_dx`` or ``need_dw`` not a bool.
 
     Example:
         >>> from pixrank import ops
@@ -465,6 +469,8 @@ def linear_backward(x, w, dy, y=None, relu=False):
     w = _as_array(fn, "w", w)
     dy = _as_array(fn, "dy", dy)
     relu = _flag(fn, "relu", relu)
+    need_dx = _flag(fn, "need_dx", need_dx)
+    need_dw = _flag(fn, "need_dw", need_dw)
     _ndim(fn, "x", x, 2, "(M, K)")
     _ndim(fn, "w", w, 2, "(K, N)")
     _ndim(fn, "dy", dy, 2, "(M, N)")
@@ -495,11 +501,11 @@ def linear_backward(x, w, dy, y=None, relu=False):
     if k == 0 or n == 0:
         g = dy * (y > 0) if relu else dy
         return (
-            np.zeros((m, k), dtype=np.float32),
-            np.zeros((k, n), dtype=np.float32),
-            g.sum(axis=0, dtype=np.float32),
+            np.zeros((m, k), dtype=np.float32) if need_dx else None,
+            np.zeros((k, n), dtype=np.float32) if need_dw else None,
+            g.sum(axis=0, dtype=np.float64).astype(np.float32),
         )
-    return _K.linear_backward(x, w, dy, y, relu)
+    return _K.linear_backward(x, w, dy, y, relu, need_dx, need_dw)
 
 
 # --------------------------------------------------------------------------------------
