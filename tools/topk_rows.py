@@ -27,6 +27,16 @@ def normalize_rows(x):
         blk /= np.linalg.norm(blk, axis=1, keepdims=True)
 
 
+def machine_cpu():
+    """(busy, steal) seconds of the whole machine so far, from /proc/stat's cpu line."""
+    import os
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / tick, v[7] / tick
+
+
 def thread_cpu():
     """{tid: (name, CPU seconds)} for every thread of this process (utime + stime from /proc)."""
     import os
@@ -131,6 +141,7 @@ def main():
                         if nt > 1:
                             time.sleep(a.pause)
                         th0 = thread_cpu() if a.threads_cpu else None
+                        m0 = machine_cpu()
                         c0 = time.process_time()
                         t0 = time.perf_counter()
                         for _ in range(inner):
@@ -139,7 +150,10 @@ def main():
                         if th0 is not None:
                             th1 = thread_cpu()
                             busy = {k: th1[k][1] - th0.get(k, (None, 0))[1] for k in th1}
-                            print(f"    {s} {samples[s][-1]*1e3:.0f} ms wall, cpu {(time.process_time()-c0)*1e3:.0f} ms; threads: "
+                            m1 = machine_cpu()
+                            own = time.process_time() - c0
+                            print(f"    {s} {samples[s][-1]*1e3:.0f} ms wall, cpu {own*1e3:.0f} ms, other processes "
+                                  f"{(m1[0]-m0[0]-own)*1e3:.0f} ms, steal {(m1[1]-m0[1])*1e3:.0f} ms; threads: "
                                   + " ".join(f"{th1[k][0]}:{v*1e3:.0f}" for k, v in sorted(busy.items()) if v > 0.005), flush=True)
                 med = {s: statistics.median(v) for s, v in samples.items()}
                 line = f"n={n} d={d} Q={Q} t={nt} inner={inner} same-ids={same:.4f}: "
