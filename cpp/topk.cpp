@@ -154,7 +154,12 @@ DbLayout DbLayout::make(const UKernel& uk, int64_t d) {
     L.d = d;
     L.dd = std::max<int64_t>(d, 1);  // d == 0: every score is 0
     L.nr = uk.nr;
-    L.kc = uk.kc;
+    // Depth blocks: as few as keep one packed database micro-panel (kc x NR floats) within 24 KiB
+    // (most of a 32 KiB L1), all of about the same size (balanced_block). With the AVX2 kernel
+    // (NR = 16) d = 384 is one pass of 384 instead of 256 + 128: each score tile is written once
+    // instead of written, re-read and re-written, and half as many micro-kernel calls (measured on
+    // the 2-core EPYC, 100k x 384, 2 threads: ~5 % faster at 100 queries, ~2 % at 1000).
+    L.kc = balanced_block(L.dd, std::max<int64_t>(uk.kc, 6144 / uk.nr), 4);
     // Database block: about 128 KiB of packed floats (stays in L2), a multiple of NR.
     L.nb = std::max<int64_t>(L.nr, std::min<int64_t>(1024, (32768 / L.dd) / L.nr * L.nr));
     return L;
@@ -216,7 +221,9 @@ void topk_scan(const DbLayout& L, int64_t Q, int64_t n, const float* queries, in
     const int64_t d = L.d, dd = L.dd, NB = L.nb, KC = L.kc;
     const UKernel& uk = *L.uk;
     const int64_t MR = uk.mr;
-    const int64_t QB = std::max<int64_t>(MR, (96 / MR) * MR);  // query rows per score tile
+    // Query rows per score tile: the tile (QB x NB floats, 15 KiB at d = 384) stays in L1 with the
+    // database micro-panel; at d = 128 the block size made no measurable difference (24 ... 96).
+    const int64_t QB = std::max<int64_t>(MR, (48 / MR) * MR);
 
     // All queries, L2-normalised, packed once as GEMM A panels (one region per depth block).
     std::vector<float> qinv(static_cast<size_t>(Q));

@@ -24,6 +24,13 @@ TOPK_CASES = [
     (3, 5003, 16, 100),
     (1, 40_000, 8, 300),
     (97, 1000, 300, 65),
+    # depth blocks (DbLayout.kc): one pass up to 384 with the AVX2 kernel, balanced blocks
+    # above (385 -> 2 x 196, 769 -> 3 x 260), two passes of 192 with AVX-512; n past a
+    # database block (80 rows at d = 384) and query counts past a score tile (48 rows)
+    (11, 251, 384, 10),
+    (9, 163, 385, 7),
+    (5, 97, 769, 12),
+    (53, 1201, 383, 3),
 ]
 
 
@@ -34,6 +41,25 @@ def test_cosine_topk_matches_reference(rng, threads, case):
     db = rng.standard_normal((n, d)).astype(np.float32) * rng.uniform(0.1, 10, (n, 1)).astype(np.float32)
     idx, scores = ops.cosine_topk(q, db, k)
     assert_topk_correct(idx, scores, q, db, k)
+
+
+@pytest.mark.parametrize("case", [(100, 2003, 384, 10), (7, 500, 385, 1), (61, 777, 128, 33)],
+                         ids=lambda c: "Q{}-n{}-d{}-k{}".format(*c))
+def test_cosine_topk_three_threads(rng, case):
+    """3 threads (an odd split of the database chunks and of the queries), array and prepared."""
+    import pixrank
+
+    nq, n, d, k = case
+    q = rng.standard_normal((nq, d)).astype(np.float32)
+    db = rng.standard_normal((n, d)).astype(np.float32)
+    old = pixrank.get_num_threads()
+    pixrank.set_num_threads(3)
+    try:
+        idx, scores = ops.cosine_topk(q, db, k)
+        assert_topk_correct(idx, scores, q, db, k)
+        _same(ops.cosine_topk(q, ops.CosineDatabase(db), k), (idx, scores))
+    finally:
+        pixrank.set_num_threads(old)
 
 
 def test_cosine_topk_large_database_blocked(rng, threads):
