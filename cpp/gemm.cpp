@@ -350,15 +350,17 @@ void choose_grid(int64_t M, int64_t N, int64_t threads, int64_t min_m, int64_t m
 // The GEMM's own worker pool
 // ---------------------------------------------------------------------------------------------
 //
-// Why not OpenMP here: how long an idle OpenMP worker spins before it sleeps is the OpenMP runtime's
-// choice, and GCC 12's libgomp (Debian's libgomp.so.1, reported by OMP_DISPLAY_ENV=verbose) defaults
-// to OMP_WAIT_POLICY=passive, GOMP_SPINCOUNT=1000: the worker sleeps in the kernel almost at once, so
-// every parallel region pays a futex wake-up at the fork and another at the join. On a 2-core VM that
-// made a 2-thread 128 x 784 x 200 product slower than a 1-thread one (0.79 ms against 0.63 ms; 0.40 ms
-// with GOMP_SPINCOUNT=300000 or inside a process that had loaded PyTorch's bundled libgomp, whose
-// default is 300000). The pool below keeps that policy in our hands: an idle worker spins (pause) for
-// kSpinPauseUs, then yields its core to any other runnable thread (sched_yield) until kSpinYieldUs
-// after its last task, then sleeps on a condition variable; the caller never waits for a worker that
+// Why not OpenMP here: how long an idle OpenMP worker spins before it sleeps is set once per process,
+// for every OpenMP user in it, and pixrank.ops sets GOMP_SPINCOUNT=1000 before libgomp loads (unless
+// the user set it or OMP_WAIT_POLICY; a long spin made 2-thread kernels far slower than 1 thread on a
+// loaded machine): the worker then sleeps in the kernel almost at once, so every parallel region pays
+// a futex wake-up at the fork and another at the join. On this 2-core VM that made a 2-thread
+// 128 x 784 x 200 product slower than a 1-thread one (0.77-0.79 ms against 0.63 ms; 0.40 ms with
+// GOMP_SPINCOUNT=300000, or in a process that had loaded PyTorch's libgomp before pixrank.ops, where
+// the setting comes too late). The pool below keeps the policy for the GEMM in our hands: an idle
+// worker spins (pause) for kSpinPauseUs, then yields its core to any other runnable thread
+// (sched_yield, so a loaded machine's work is not starved) until kSpinYieldUs after its last task,
+// then sleeps on a condition variable; the caller never waits for a worker that
 // has not yet woken up (it takes the tiles itself), only for tiles a worker has started.
 //
 // Protocol (all atomics sequentially consistent): the caller writes the job, then publishes
