@@ -1,15 +1,26 @@
 // pixrank kernels: the SGEMM driver (blocking, packing, threading); see gemm.hpp.
 //
-// Threads take independent output tiles (a grid chosen by choose_grid, scheduled dynamically, no
-// barriers). Within a tile, the loop nest (BLIS names): jc over NC columns -> pc over KC depth ->
+// Threads take independent output tiles (a grid chosen by choose_grid, handed out dynamically, no
+// barriers) on the GEMM's own worker pool (GemmPool below: workers that spin, then yield, then sleep;
+// OpenMP only when another thread holds the pool). Within a tile, the loop nest (BLIS names): jc over NC columns -> pc over KC depth ->
 // [pack B block] -> ic over MC rows -> [pack A block] -> jr over NR panels -> ir over MR panels ->
 // micro-kernel. Packed blocks live in thread-local workspaces reused across calls.
 #include "gemm.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <initializer_list>
+#include <mutex>
 #include <stdexcept>
+#include <system_error>
+#include <thread>
+#include <vector>
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>  // getpid
+#endif
 #if defined(__SSE2__)
 #include <immintrin.h>  // SSE only: this file is compiled without ISA flags (the x86-64 baseline)
 #endif
@@ -334,6 +345,158 @@ void choose_grid(int64_t M, int64_t N, int64_t threads, int64_t min_m, int64_t m
 
 }  // namespace
 
+
+// ---------------------------------------------------------------------------------------------
+// The GEMM's own worker pool
+// ---------------------------------------------------------------------------------------------
+//
+// Why not OpenMP here: how long an idle OpenMP worker spins before it sleeps is set once per process,
+// for every OpenMP user in it, and pixrank.ops sets GOMP_SPINCOUNT=1000 before libgomp loads (unless
+// the user set it or OMP_WAIT_POLICY; a long spin made 2-thread kernels far slower than 1 thread on a
+// loaded machine): the worker then sleeps in the kernel almost at once, so every parallel region pays
+// a futex wake-up at the fork and another at the join. On this 2-core VM that made a 2-thread
+// 128 x 784 x 200 product slower than a 1-thread one (0.77-0.79 ms against 0.63 ms; 0.40 ms with
+// GOMP_SPINCOUNT=300000, or in a process that had loaded PyTorch's libgomp before pixrank.ops, where
+// the setting comes too late). The pool below keeps the policy for the GEMM in our hands: an idle
+// worker spins (pause) for kSpinPauseUs, then yields its core to any other runnable thread
+// (sched_yield, so a loaded machine's work is not starved) until kSpinYieldUs after its last task,
+// then sleeps on a condition variable; the caller never waits for a worker that
+// has not yet woken up (it takes the tiles itself), only for tiles a worker has started.
+//
+// Protocol (all atomics sequentially consistent): the caller writes the job, then publishes
+// state = 2 * generation + 1 ("open"). A worker that sees a new open generation registers (active++),
+// re-reads state, and only if it is still the same open generation claims a participant slot and then
+// tiles (next++) until none are left, then deregisters. The caller claims tiles too; when none are left
+// it stores state = 2 * generation ("closed") and waits until active == 0. A worker registering after
+// the close sees it and leaves without touching the job, so the job (on the caller's stack) is never
+// read after sgemm returns.
+namespace {
+
+constexpr int64_t kSpinPauseUs = 50;
+constexpr int64_t kSpinYieldUs = 2000;
+
+inline void cpu_relax() {
+#if defined(__SSE2__)
+    _mm_pause();
+#endif
+}
+
+struct PoolJob {
+    void (*run)(void* ctx, int64_t tile);
+    void* ctx;
+    int64_t tiles;
+    int64_t max_workers;  // participants besides the caller
+};
+
+class GemmPool {
+public:
+    // Runs job.run(ctx, t) for every t in [0, job.tiles) on the caller and up to job.max_workers
+    // workers. Returns false (nothing run) when another thread is using the pool.
+    bool run(PoolJob job) {
+        if (busy_.test_and_set(std::memory_order_acquire)) return false;
+        job.max_workers = grow(job.max_workers);
+        job_ = job;
+        next_.store(0);
+        joined_.store(0);
+        const uint64_t gen = ++generation_;
+        state_.store(2 * gen + 1);
+        if (sleepers_.load() > 0) {
+            std::lock_guard<std::mutex> lock(mu_);
+            cv_.notify_all();
+        }
+        for (int64_t t; (t = next_.fetch_add(1)) < job.tiles;) job.run(job.ctx, t);
+        state_.store(2 * gen);
+        for (int spins = 0; active_.load() != 0; ++spins) {
+            if (spins < 4096) cpu_relax();
+            else std::this_thread::yield();
+        }
+        busy_.clear(std::memory_order_release);
+        return true;
+    }
+
+private:
+    // Starts workers until there are `want`; returns how many there are (fewer if the system refuses
+    // a thread: the caller then does more of the tiles itself).
+    int64_t grow(int64_t want) {
+        try {
+            while (threads_ < want) {
+                std::thread(&GemmPool::worker, this).detach();  // the pool lives until the process ends
+                ++threads_;
+            }
+        } catch (const std::system_error&) {
+        }
+        return std::min(threads_, want);
+    }
+
+    void worker() {
+        uint64_t done_gen = 0;
+        auto last_work = std::chrono::steady_clock::now();
+        for (;;) {
+            uint64_t s = state_.load();
+            if ((s & 1) == 0 || s / 2 == done_gen) {
+                // Nothing new: spin, then yield, then sleep until the state changes.
+                const auto now = std::chrono::steady_clock::now();
+                const int64_t idle_us =
+                    std::chrono::duration_cast<std::chrono::microseconds>(now - last_work).count();
+                if (idle_us < kSpinPauseUs) {
+                    for (int i = 0; i < 64 && state_.load() == s; ++i) cpu_relax();
+                } else if (idle_us < kSpinYieldUs) {
+                    std::this_thread::yield();
+                } else {
+                    std::unique_lock<std::mutex> lock(mu_);
+                    sleepers_.fetch_add(1);
+                    cv_.wait(lock, [&] { return state_.load() != s; });
+                    sleepers_.fetch_sub(1);
+                    last_work = std::chrono::steady_clock::now();  // woken: spin again before sleeping
+                }
+                continue;
+            }
+            done_gen = s / 2;
+            active_.fetch_add(1);
+            if (state_.load() == s && joined_.fetch_add(1) < job_.max_workers) {
+                const PoolJob job = job_;
+                for (int64_t t; (t = next_.fetch_add(1)) < job.tiles;) job.run(job.ctx, t);
+            }
+            active_.fetch_sub(1);
+            last_work = std::chrono::steady_clock::now();
+        }
+    }
+
+    std::atomic_flag busy_ = ATOMIC_FLAG_INIT;
+    int64_t threads_ = 0;  // guarded by busy_
+    uint64_t generation_ = 0;  // guarded by busy_
+    PoolJob job_{};  // written by the caller before the open state is published
+    std::atomic<uint64_t> state_{0};
+    std::atomic<int64_t> next_{0};
+    std::atomic<int64_t> joined_{0};
+    std::atomic<int64_t> active_{0};
+    std::atomic<int> sleepers_{0};
+    std::mutex mu_;
+    std::condition_variable cv_;
+};
+
+// The process's pool, created on first use; a process forked from one that had a pool makes its own
+// (the parent's workers do not exist in the child). Never destroyed: detached workers may be asleep
+// in it at exit.
+GemmPool* gemm_pool() {
+    static std::mutex create_mu;
+#if defined(__unix__) || defined(__APPLE__)
+    static GemmPool* pool = nullptr;
+    static pid_t owner = 0;
+    std::lock_guard<std::mutex> lock(create_mu);
+    if (!pool || owner != getpid()) {
+        pool = new GemmPool();
+        owner = getpid();
+    }
+    return pool;
+#else
+    static GemmPool* pool = new GemmPool();
+    return pool;
+#endif
+}
+
+}  // namespace
+
 void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, bool trans_a, const float* B,
            int64_t ldb, bool trans_b, float* C, int64_t ldc, const float* bias, bool relu, bool accumulate,
            int threads) {
@@ -377,6 +540,35 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, bool tr
     const int64_t tiles = gm * gn;
     nt = std::min(nt, tiles);
     ExceptionCarrier carrier;
+    struct TileCtx {
+        const UKernel* uk;
+        int64_t M, N, K, gm, gn, mpanels, npanels;
+        const float *A, *B, *bias;
+        int64_t lda, ldb, ldc;
+        bool trans_a, trans_b, relu, accumulate;
+        float* C;
+        ExceptionCarrier* carrier;
+    } ctx{&uk, M, N, K, gm, gn, mpanels, npanels, A, B, bias, lda, ldb, ldc, trans_a, trans_b, relu,
+          accumulate, C, &carrier};
+    auto run_tile = [](void* p, int64_t t) {
+        const TileCtx& c = *static_cast<const TileCtx*>(p);
+        c.carrier->run([&] {
+            const int64_t MR = c.uk->mr, NR = c.uk->nr;
+            const int64_t ti = t / c.gn, tj = t % c.gn;
+            const int64_t i0 = std::min(c.M, c.mpanels * ti / c.gm * MR);
+            const int64_t i1 = std::min(c.M, c.mpanels * (ti + 1) / c.gm * MR);
+            const int64_t j0 = std::min(c.N, c.npanels * tj / c.gn * NR);
+            const int64_t j1 = std::min(c.N, c.npanels * (tj + 1) / c.gn * NR);
+            if (i0 < i1 && j0 < j1)
+                gemm_tile(*c.uk, i1 - i0, j1 - j0, c.K, c.A, c.lda, c.trans_a, c.B, c.ldb, c.trans_b, c.C, c.ldc,
+                          c.bias, c.relu, c.accumulate, i0, j0);
+        });
+    };
+    if (gemm_pool()->run(PoolJob{run_tile, &ctx, tiles, nt - 1})) {
+        carrier.rethrow();
+        return;
+    }
+    // Another thread is using the pool: OpenMP instead.
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(static_cast<int>(nt)) schedule(dynamic, 1) if (nt > 1)
 #endif
