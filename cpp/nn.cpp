@@ -48,12 +48,15 @@ void mask_and_sum_rows(int64_t r0, int64_t r1, int64_t cols, const float* dy, co
 // ---------------------------------------------------------------------------------- dense layers
 
 // One pass over dy computes the mask and the bias gradient's column sums (split by rows across
-// threads when there are more than ~32k elements per thread); then dx and dw. At exactly 2 threads
-// with both wanted, each is one single-threaded GEMM on its own thread, concurrently; measured on 2
-// cores against the two 2-thread GEMMs one after the other (medians of 21 interleaved samples, two
-// rounds): 128x784->200 719/688 us vs 756/716 us, 1024x784->200 5.71/5.67 vs 5.98/6.21 ms,
-// 128x3136->128 equal (2.09/2.04 ms). Otherwise (one product, or 3 threads and more: the products
-// cut into strips that single-threaded GEMMs share was slower) one multi-threaded GEMM per product.
+// threads when there are more than ~32k elements per thread); then dx and dw, each one multi-threaded
+// GEMM (on the GEMM's worker pool), one after the other. At exactly 2 threads with both wanted and a
+// large product (M*N*K >= 64e6), each is instead one single-threaded GEMM on its own thread,
+// concurrently. Measured on 2 cores, backward only, medians of 21 interleaved samples, two rounds,
+// concurrent vs sequential since the GEMM runs on its pool: 128x784->200 1019/899 vs 826/818 us,
+// 128x200->60 278/272 vs 196/171 us, 128x3136->128 2441/2444 vs 2335/2390 us, 1024x784->200
+// 5640/5651 vs 5841/5730 us (the concurrent form pays an OpenMP fork/join; it won for every shape
+// while the GEMM itself used OpenMP). Cutting the products into strips that single-threaded GEMMs
+// share was slower.
 void linear_backward(int64_t M, int64_t K, int64_t N, const float* x, const float* w, const float* dy,
                      const float* y, bool relu, float* dx, float* dw, float* db, int threads) {
     if (relu && !y) throw std::invalid_argument("linear_backward: relu=True needs y (the forward output)");
@@ -82,8 +85,8 @@ void linear_backward(int64_t M, int64_t K, int64_t N, const float* x, const floa
     // dw (K, N) = x^T (K, M) @ g (M, N): x is stored (M, K), so trans_a. M == 0 writes zeros.
     const auto run_dw = [&](int th) { sgemm(K, N, M, x, K, true, gsrc, N, false, dw, N, nullptr, false, false, th); };
     const double prod = static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
-    if (nt == 2 && dx && dw && prod >= 2.0 * 64.0 * 64.0 * 64.0) {
-        // exactly 2 threads: each product on its own thread, concurrently (a few % faster here)
+    if (nt == 2 && dx && dw && prod >= 64.0e6) {
+        // exactly 2 threads, large product: each on its own thread, concurrently (a few % faster here)
         ExceptionCarrier carrier;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(2) schedule(dynamic, 1)

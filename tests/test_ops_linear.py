@@ -21,7 +21,8 @@ from pixrank import autograd as ag
 from pixrank import ops
 
 # (M, K, N): M batch rows, K inputs, N units. 1s in every position; sizes just under/over the
-# micro-tiles (MR 4/6/12, NR 8/16/32) and the balanced K blocks (256); the bench's Dense shapes.
+# micro-tiles (MR 4/6/12, NR 8/16/32) and the balanced K blocks (256); the bench's Dense shapes; one
+# product over 64e6 multiply-adds (at exactly 2 threads dx and dw then run concurrently).
 SHAPES = [
     (1, 1, 1),
     (1, 13, 5),
@@ -32,6 +33,7 @@ SHAPES = [
     (65, 257, 17),
     (128, 784, 200),
     (97, 3, 300),
+    (515, 401, 311),
 ]
 
 
