@@ -393,3 +393,42 @@ def test_checkpoint_path_with_a_missing_log_key_names_it(sample, tmp_path):
     ck = callbacks.ModelCheckpoint(str(tmp_path / "ck-{val_loss:.2f}.pxr"))
     with pytest.raises(ValueError, match=r"cannot fill the path .*KeyError: 'val_loss'.*log keys of this run: loss"):
         model.fit(x[:64], y[:64], epochs=1, verbose=0, callbacks=[ck])
+
+
+class _CountingDense(layers.Dense):
+    """A Dense layer that counts its forward passes and the batch sizes they saw."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batches = []
+
+    def call(self, inputs):
+        self.batches.append(inputs.shape[0])
+        return super().call(inputs)
+
+
+def test_train_on_batch_runs_one_forward_per_step_and_notices_new_layers():
+    # The output shape that checks the targets is remembered per input shape and set of weights:
+    # after the first step, a step is exactly one forward pass over the batch (no one-example pass).
+    utils.set_random_seed(0)
+    counting = _CountingDense(4, activation="relu")
+    model = keras.Sequential([layers.Flatten(input_shape=(3, 2)), counting, layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 3, 2)).astype(np.float32)
+    y = rng.integers(0, 3, 8)
+    model.train_on_batch(x, y)
+    counting.batches.clear()
+    for _ in range(3):
+        model.train_on_batch(x, y)
+    assert counting.batches == [8, 8, 8]
+    # a new input shape is checked afresh (and refused: the model expects (3, 2) examples)
+    with pytest.raises(ValueError):
+        model.train_on_batch(rng.standard_normal((8, 2, 3)).astype(np.float32), y)
+    # a layer added after training: the targets are checked against the new output shape (2 classes),
+    # so a label 2 is refused instead of being taken as valid for the old 3-class output
+    model.add(layers.Dense(2, activation="softmax"))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError):
+        model.train_on_batch(x, np.full(8, 2))
+    assert np.isfinite(model.train_on_batch(x, np.zeros(8, dtype=np.int64)))

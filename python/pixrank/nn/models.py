@@ -235,13 +235,31 @@ class Model(Layer):
         """Hook: Sequential checks the example shape; subclassed models rely on their layers."""
 
     def _output_shape_for(self, xs):
-        """Build the model with one example (inference, no graph) and return the output shape."""
+        """Build the model with one example (inference, no graph) and return the output shape.
+
+        The shape is remembered per example shape and dtype of the inputs and per set of weights
+        (a layer added, or weights rebuilt, gives a new key), so that ``train_on_batch`` and
+        ``test_on_batch`` in a loop do not run a second, one-example forward pass every step."""
+        arrays = xs if isinstance(xs, list) else [xs]
+        try:
+            key = (tuple((a.shape[1:], a.dtype.str) for a in arrays), tuple(id(w) for w in self.weights))
+        except AttributeError:  # pragma: no cover - inputs are arrays after _check_xy
+            key = None
+        cache = self.__dict__.setdefault("_pxr_out_shapes", {})
+        if key is not None and key in cache:
+            return cache[key]
         with ag.no_grad():
             out = self(_slice(xs, 0, 1), training=False)
         if isinstance(out, (list, tuple)):
             raise ValueError("fit/evaluate: models with several outputs are not supported by compile/fit; "
                              "train them with a custom loop (see pixrank.nn.optimizers)")
-        return (None,) + tuple(out.shape[1:])
+        shape = (None,) + tuple(out.shape[1:])
+        if key is not None:
+            if len(cache) >= 16:
+                cache.clear()
+            if not self.weights or key[1] == tuple(id(w) for w in self.weights):
+                cache[key] = shape
+        return shape
 
     # ---------------------------------------------------------------- fit
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
