@@ -2,7 +2,7 @@
 
 The kernel must reproduce the float32 numpy computation of Keras' formula operation by operation
 (``reference.adam_step_f32``): the same bits, whatever the path, thread count or size (1, 7 and
-100003 cross the 8- and 16-float vector tails and the threading grain); and stay within float32
+100003 cross the 8- and 16-float vector tails, 1048583 the threading grain of 2^20 floats); and stay within float32
 rounding of the float64 formula (``reference.adam_ref64``). Then the argument checks.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _grads(rng, shape, steps):
             for _ in range(steps)]
 
 
-@pytest.mark.parametrize("shape", [(), (1,), (7,), (100003,), (3, 5, 17), (200, 60)])
+@pytest.mark.parametrize("shape", [(), (1,), (7,), (100003,), (1048583,), (3, 5, 17), (200, 60)])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.004])
 def test_adam_update_is_the_numpy_float32_computation(simd_path, threads, rng, shape, weight_decay):
     w0 = rng.standard_normal(shape).astype(np.float32)
