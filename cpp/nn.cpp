@@ -181,7 +181,12 @@ double softmax_cross_entropy(int64_t N, int64_t C, const float* logits, const in
     const double invN = 1.0 / static_cast<double>(N);
     const float invNf = static_cast<float>(invN);
     const int nt = num_threads();
-    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(nt, N / 16));
+    // Threads only for at least 32k logits per chunk: (128, 10) is a few microseconds of work, less
+    // than an OpenMP fork/join (autograd softmax CE (128, 10): 52.9 us on 2 threads, 42.2 us on 1). It
+    // was the one OpenMP region left in an MLP training step; its worker then spins (libgomp's default,
+    // where PyTorch loaded libgomp first) next to the GEMM pool's, and the MLP's 2-thread epoch read
+    // 1.20 s against 0.98 s on 1 thread in the bench's PyTorch process.
+    const int64_t chunks = std::max<int64_t>(1, std::min({static_cast<int64_t>(nt), N / 16, (N * C) / 32768}));
     std::vector<double> loss_part(static_cast<size_t>(chunks), 0.0);
     parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
         for (int64_t c = cb; c < ce; ++c) {
