@@ -40,7 +40,7 @@ def variant(request):
     k.set_num_threads(old_threads)
 
 
-def check(M, N, K, trans_a, trans_b, use_bias, relu, seed, what):
+def assert_gemm_matches(M, N, K, trans_a, trans_b, use_bias, relu, seed, what):
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((M, K)).astype(np.float32)
     b = rng.standard_normal((K, N)).astype(np.float32)
@@ -77,7 +77,7 @@ def test_block_edges_every_variant_and_thread_count(variant):
     simd, threads = variant
     for i, (M, N, K) in enumerate(block_edge_shapes()):
         trans_a, trans_b = bool(i & 1), bool(i & 2)
-        check(M, N, K, trans_a, trans_b, use_bias=i % 3 != 0, relu=i % 2 == 0, seed=i,
+        assert_gemm_matches(M, N, K, trans_a, trans_b, use_bias=i % 3 != 0, relu=i % 2 == 0, seed=i,
               what=f"[{simd} {threads}t]")
 
 
@@ -86,7 +86,7 @@ def test_block_edges_every_variant_and_thread_count(variant):
 def test_every_transpose_with_epilogue(variant, trans_a, trans_b):
     simd, threads = variant
     mc, kc, nc = k.info()["gemm_blocks"]
-    check(mc + 7, 203, kc + 9, trans_a, trans_b, use_bias=True, relu=True, seed=7, what=f"[{simd} {threads}t]")
+    assert_gemm_matches(mc + 7, 203, kc + 9, trans_a, trans_b, use_bias=True, relu=True, seed=7, what=f"[{simd} {threads}t]")
 
 
 def test_thread_count_changes_between_calls():
@@ -95,7 +95,7 @@ def test_thread_count_changes_between_calls():
     try:
         for seed, threads in enumerate((4, 2, 3, 1, 2, 4)):
             k.set_num_threads(threads)
-            check(301, 277, 263, seed % 2 == 1, False, use_bias=True, relu=False, seed=seed,
+            assert_gemm_matches(301, 277, 263, seed % 2 == 1, False, use_bias=True, relu=False, seed=seed,
                   what=f"[{threads}t]")
     finally:
         k.set_num_threads(old)

@@ -58,7 +58,7 @@ def _data(rng, m, k, n, dead_rows=False):
     return x, w, dy, y
 
 
-def _check(x, w, dy, y, relu, dx, dw, db, need_dx=True, need_dw=True):
+def assert_linear_backward_matches(x, w, dy, y, relu, dx, dw, db, need_dx=True, need_dw=True):
     m, k = x.shape
     n = w.shape[1]
     rdx, rdw, rdb = linear_backward_ref(x, w, dy, y, relu)
@@ -83,7 +83,7 @@ def test_linear_backward_every_path(simd_path, nthreads, rng, shape, relu):
     x, w, dy, y = _data(rng, *shape, dead_rows=relu)
     for need_dx, need_dw in ((True, True), (False, True), (True, False), (False, False)):
         dx, dw, db = ops.linear_backward(x, w, dy, y if relu else None, relu, need_dx=need_dx, need_dw=need_dw)
-        _check(x, w, dy, y, relu, dx, dw, db, need_dx, need_dw)
+        assert_linear_backward_matches(x, w, dy, y, relu, dx, dw, db, need_dx, need_dw)
 
 
 @pytest.mark.parametrize("shape", [(0, 5, 3), (0, 0, 0), (4, 0, 3), (4, 5, 0), (0, 300, 200)],
@@ -93,7 +93,7 @@ def test_linear_backward_empty(nthreads, rng, shape, relu):
     """M == 0: empty dx, zero dw and db; K == 0: empty dx and dw, db sums dy; N == 0: zero dx."""
     x, w, dy, y = _data(rng, *shape)
     dx, dw, db = ops.linear_backward(x, w, dy, y if relu else None, relu)
-    _check(x, w, dy, y, relu, dx, dw, db)
+    assert_linear_backward_matches(x, w, dy, y, relu, dx, dw, db)
     for got in (dx, dw, db):  # exact zeros where the reference has no terms
         assert np.isfinite(got).all()
 
@@ -107,7 +107,7 @@ def test_linear_backward_all_threads_agree(rng):
         for nt in (1, 2, 3, 4, 7, 16):
             pixrank.set_num_threads(nt)
             dx, dw, db = ops.linear_backward(x, w, dy, y, True)
-            _check(x, w, dy, y, True, dx, dw, db)
+            assert_linear_backward_matches(x, w, dy, y, True, dx, dw, db)
     finally:
         pixrank.set_num_threads(old)
 
