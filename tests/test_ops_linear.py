@@ -37,14 +37,8 @@ SHAPES = [
 ]
 
 
-@pytest.fixture(params=[1, 2, 3, 16], ids=lambda n: f"threads{n}")
-def nthreads(request):
-    old = pixrank.get_num_threads()
-    pixrank.set_num_threads(request.param)
-    try:
-        yield request.param
-    finally:
-        pixrank.set_num_threads(old)
+# conftest's `threads` fixture, here over 1, 2, 3 (an odd split) and 16 (more threads than rows of work)
+over_threads = pytest.mark.parametrize("threads", [1, 2, 3, 16], indirect=True, ids=lambda n: f"threads{n}")
 
 
 def _data(rng, m, k, n, dead_rows=False):
@@ -79,7 +73,8 @@ def assert_linear_backward_matches(x, w, dy, y, relu, dx, dw, db, need_dx=True, 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
-def test_linear_backward_every_path(simd_path, nthreads, rng, shape, relu):
+@over_threads
+def test_linear_backward_every_path(simd_path, threads, rng, shape, relu):
     x, w, dy, y = _data(rng, *shape, dead_rows=relu)
     for need_dx, need_dw in ((True, True), (False, True), (True, False), (False, False)):
         dx, dw, db = ops.linear_backward(x, w, dy, y if relu else None, relu, need_dx=need_dx, need_dw=need_dw)
@@ -89,7 +84,8 @@ def test_linear_backward_every_path(simd_path, nthreads, rng, shape, relu):
 @pytest.mark.parametrize("shape", [(0, 5, 3), (0, 0, 0), (4, 0, 3), (4, 5, 0), (0, 300, 200)],
                          ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
-def test_linear_backward_empty(nthreads, rng, shape, relu):
+@over_threads
+def test_linear_backward_empty(threads, rng, shape, relu):
     """M == 0: empty dx, zero dw and db; K == 0: empty dx and dw, db sums dy; N == 0: zero dx."""
     x, w, dy, y = _data(rng, *shape)
     dx, dw, db = ops.linear_backward(x, w, dy, y if relu else None, relu)
@@ -133,7 +129,8 @@ def test_linear_backward_does_not_touch_its_inputs(rng):
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
 @pytest.mark.parametrize("x_grad,w_grad,with_bias", [(True, True, True), (False, True, True), (True, False, True),
                                                      (True, True, False), (False, False, True)])
-def test_autograd_linear_grads(nthreads, rng, relu, x_grad, w_grad, with_bias):
+@over_threads
+def test_autograd_linear_grads(threads, rng, relu, x_grad, w_grad, with_bias):
     x, w, dy, _ = _data(rng, 67, 131, 29)
     b = rng.standard_normal(29).astype(np.float32)
     X = ag.Tensor(x, requires_grad=x_grad)
